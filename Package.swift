@@ -1,0 +1,106 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// One flag set for every target: Swift 6 language mode plus the upcoming
+/// features that keep module boundaries honest.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "notify",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "notify", targets: ["notify"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    ],
+    targets: [
+        // C libraries, each wrapped by exactly one Swift target.
+        .systemLibrary(name: "CNATS", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        .target(
+            name: "NATS",
+            dependencies: ["CNATS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KeyValueStore",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SQLiteStore",
+            dependencies: ["CSQLite", "KeyValueStore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Notifications",
+            dependencies: [
+                "NATS",
+                "KeyValueStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "notify",
+            dependencies: [
+                "NATS",
+                "KeyValueStore",
+                "SQLiteStore",
+                "Notifications",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "NotifyBenchmark",
+            dependencies: [
+                "NATS",
+                "SQLiteStore",
+                "Notifications",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Tests
+        .target(
+            name: "TestSupport",
+            dependencies: ["NATS"],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KeyValueStoreTests",
+            dependencies: ["KeyValueStore", "SQLiteStore", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "NATSTests",
+            dependencies: ["NATS", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "NotificationsTests",
+            dependencies: ["Notifications", "NATS", "KeyValueStore", "SQLiteStore", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "NotifyCommandTests",
+            dependencies: ["NATS", "SQLiteStore", "KeyValueStore", "Notifications", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,85 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A key-value store with DynamoDB's data model and semantics: items in
+/// partitions ordered by a sort key, conditional writes, all-or-nothing
+/// transactions, paginated queries, and TTL expiry.
+///
+/// An instance is bound to one table. Every implementation passes the same
+/// conformance suite (`KeyValueStoreTests`), so code written against this
+/// protocol behaves the same on the embedded SQLite store, the in-memory
+/// reference, and a DynamoDB backend.
+public protocol KeyValueStore: Sendable {
+    /// The item at `key`, or `nil` when absent or expired.
+    func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item?
+
+    /// The items that exist among `keys` (`BatchGetItem`), keyed by key.
+    func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item]
+
+    /// Writes `item` when `condition` holds; returns the replaced item.
+    @discardableResult
+    func putItem(_ item: Item, condition: Condition?) async throws(KeyValueStoreError) -> Item?
+
+    /// Deletes the item when `condition` holds; returns the deleted item.
+    @discardableResult
+    func deleteItem(_ key: ItemKey, condition: Condition?) async throws(KeyValueStoreError) -> Item?
+
+    /// Applies `update` when `condition` holds; returns the item as written.
+    @discardableResult
+    func updateItem(_ key: ItemKey, _ update: Update, condition: Condition?) async throws(KeyValueStoreError) -> Item
+
+    /// One page of the items in a partition, in sort-key order.
+    func query(_ query: Query) async throws(KeyValueStoreError) -> QueryPage
+
+    /// Applies every action or none (`TransactWriteItems`). When a condition
+    /// fails the error has code ``KeyValueStoreError/Code/transactionCanceled``
+    /// and one cancellation reason per action.
+    func transactWriteItems(_ actions: [WriteAction]) async throws(KeyValueStoreError)
+
+    /// Puts and deletes without conditions (`BatchWriteItem`).
+    func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError)
+
+    /// Deletes up to `limit` expired items; returns how many it deleted.
+    func sweepExpiredItems(limit: Int) async throws(KeyValueStoreError) -> Int
+}
+
+extension KeyValueStore {
+    @discardableResult
+    public func putItem(_ item: Item) async throws(KeyValueStoreError) -> Item? {
+        try await putItem(item, condition: nil)
+    }
+
+    @discardableResult
+    public func deleteItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? {
+        try await deleteItem(key, condition: nil)
+    }
+
+    @discardableResult
+    public func updateItem(_ key: ItemKey, _ update: Update) async throws(KeyValueStoreError) -> Item {
+        try await updateItem(key, update, condition: nil)
+    }
+}
+
+/// The clock a store uses for TTL: Unix seconds.
+public struct StoreClock: Sendable {
+    private let read: @Sendable () -> Int64
+
+    public init(_ read: @escaping @Sendable () -> Int64) {
+        self.read = read
+    }
+
+    /// The current time in Unix seconds.
+    public func now() -> Int64 { read() }
+
+    /// The system's wall clock.
+    public static let system = StoreClock {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec)
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import KeyValueStore
+import SQLiteStore
+import Testing
+import TestSupport
+
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    @Test func itemsSurviveClosingAndReopening() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let key = ItemKey(partition: "p", sort: "s")
+            do {
+                let database = try await SQLiteDatabase.open(.init(path: path))
+                let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+                try await store.putItem(Item(key: key, attributes: ["v": 1]))
+                await database.close()
+            }
+            let database = try await SQLiteDatabase.open(.init(path: path))
+            let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+            #expect(try await store.getItem(key)?["v"] == 1)
+            await database.close()
+        }
+    }
+
+    @Test func tablesAreSeparate() async throws {
+        try await withTemporaryDirectory { directory in
+            let database = try await SQLiteDatabase.open(.init(path: directory.file("store.sqlite")))
+            let first = try await SQLiteKeyValueStore(database: database, tableName: "first")
+            let second = try await SQLiteKeyValueStore(database: database, tableName: "second.table-2")
+            let key = ItemKey(partition: "p", sort: "s")
+            try await first.putItem(Item(key: key, attributes: ["v": 1]))
+            #expect(try await second.getItem(key) == nil)
+            await database.close()
+        }
+    }
+
+    @Test(arguments: ["ab", "", "has space", "semi;colon", "quote\"", String(repeating: "x", count: 256)])
+    func invalidTableNamesAreRejected(name: String) async throws {
+        try await withTemporaryDirectory { directory in
+            let database = try await SQLiteDatabase.open(.init(path: directory.file("store.sqlite")))
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                _ = try await SQLiteKeyValueStore(database: database, tableName: name)
+            }
+            #expect(error?.code == .validation)
+            await database.close()
+        }
+    }
+
+    @Test func aFileThatIsNotADatabaseIsRefusedAndLeftUntouched() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let garbage = Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+            try garbage.write(to: URL(fileURLWithPath: path))
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                _ = try await SQLiteDatabase.open(.init(path: path))
+            }
+            #expect(error?.code == .corrupt)
+            #expect(error?.description.contains(path) == true)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == garbage)
+        }
+    }
+
+    @Test func anotherApplicationsDatabaseIsRefused() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("foreign.sqlite")
+            try runSQLite(path, "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'ana');")
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                _ = try await SQLiteDatabase.open(.init(path: path))
+            }
+            #expect(error?.description.contains("another application") == true)
+            #expect(try runSQLite(path, "SELECT name FROM users") == "ana")
+        }
+    }
+
+    @Test func aFileFromANewerVersionIsRefused() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let database = try await SQLiteDatabase.open(.init(path: path))
+            await database.close()
+            try runSQLite(path, "PRAGMA user_version = 99;")
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                _ = try await SQLiteDatabase.open(.init(path: path))
+            }
+            #expect(error?.description.contains("newer version") == true)
+        }
+    }
+
+    @Test func walModeAndTheConfiguredSynchronousLevelAreApplied() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let database = try await SQLiteDatabase.open(.init(path: path, synchronous: .full))
+            let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+            try await store.putItem(Item(key: ItemKey(partition: "p", sort: "s")))
+            #expect(try runSQLite(path, "PRAGMA journal_mode") == "wal")
+            #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+            await database.close()
+        }
+    }
+
+    @Test func aReadOnlyOpenNeedsAnInitialisedFileAndRefusesWrites() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            await #expect(throws: KeyValueStoreError.self) {
+                _ = try await SQLiteDatabase.open(.init(path: path, readOnly: true))
+            }
+            let writer = try await SQLiteDatabase.open(.init(path: path))
+            let writable = try await SQLiteKeyValueStore(database: writer, tableName: "items")
+            let key = ItemKey(partition: "p", sort: "s")
+            try await writable.putItem(Item(key: key, attributes: ["v": 7]))
+
+            let reader = try await SQLiteDatabase.open(.init(path: path, readOnly: true))
+            let readable = try await SQLiteKeyValueStore(database: reader, tableName: "items")
+            #expect(try await readable.getItem(key)?["v"] == 7)
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                try await readable.putItem(Item(key: key))
+            }
+            #expect(error?.code == .validation)
+            await reader.close()
+            await writer.close()
+        }
+    }
+
+    /// Two handles on one file behave like two processes: writes serialise
+    /// through SQLite's lock and conditions see each other's commits.
+    @Test func twoHandlesOnOneFileSeeEachOthersCommits() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let one = try await SQLiteDatabase.open(.init(path: path))
+            let two = try await SQLiteDatabase.open(.init(path: path))
+            let storeOne = try await SQLiteKeyValueStore(database: one, tableName: "items")
+            let storeTwo = try await SQLiteKeyValueStore(database: two, tableName: "items")
+            let counter = ItemKey(partition: "p", sort: "counter")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for store in [storeOne, storeTwo] {
+                    group.addTask {
+                        for _ in 0..<200 { try await store.updateItem(counter, Update(add: ["n": 1])) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await storeOne.getItem(counter)?["n"] == 400)
+            let key = ItemKey(partition: "p", sort: "once")
+            try await storeOne.putItem(Item(key: key), condition: .itemNotExists)
+            await #expect(throws: KeyValueStoreError.self) {
+                try await storeTwo.putItem(Item(key: key), condition: .itemNotExists)
+            }
+            await one.close()
+            await two.close()
+        }
+    }
+}
+
+/// Runs SQL through the `sqlite3` shell, returning its trimmed output.
+@discardableResult
+func runSQLite(_ path: String, _ sql: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+    process.arguments = [path, sql]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
