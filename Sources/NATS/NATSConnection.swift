@@ -1,0 +1,261 @@
+import CNATS
+import Dispatch
+import Synchronization
+
+/// How to reach NATS.
+public struct NATSConnectionOptions: Sendable {
+    /// Server URLs (`nats://host:port`); nats.c tries them in turn.
+    public var urls: [String]
+    /// Shown in the server's connection list.
+    public var name: String
+    /// A `.creds` file (user JWT and NKey seed), e.g. for NGS.
+    public var credentialsFile: String?
+    /// How long one connection attempt may take.
+    public var connectTimeout: Duration
+    /// Delay before the first reconnect round; doubles per round up to
+    /// ``maxReconnectDelay``, plus up to 20% jitter.
+    public var minReconnectDelay: Duration
+    public var maxReconnectDelay: Duration
+    /// Bytes of publishes buffered while reconnecting.
+    public var reconnectBufferBytes: Int
+
+    public init(
+        urls: [String] = ["nats://127.0.0.1:4222"],
+        name: String = "notify",
+        credentialsFile: String? = nil,
+        connectTimeout: Duration = .seconds(2),
+        minReconnectDelay: Duration = .milliseconds(100),
+        maxReconnectDelay: Duration = .seconds(5),
+        reconnectBufferBytes: Int = 8 * 1024 * 1024
+    ) {
+        self.urls = urls
+        self.name = name
+        self.credentialsFile = credentialsFile
+        self.connectTimeout = connectTimeout
+        self.minReconnectDelay = minReconnectDelay
+        self.maxReconnectDelay = maxReconnectDelay
+        self.reconnectBufferBytes = reconnectBufferBytes
+    }
+}
+
+/// The state of a connection, as nats.c reports it.
+public enum NATSConnectionStatus: Sendable, Hashable, CustomStringConvertible {
+    case disconnected, connecting, connected, closed, reconnecting, draining
+
+    public var description: String {
+        switch self {
+        case .disconnected: "disconnected"
+        case .connecting: "connecting"
+        case .connected: "connected"
+        case .closed: "closed"
+        case .reconnecting: "reconnecting"
+        case .draining: "draining"
+        }
+    }
+}
+
+/// Something that happened to a connection, for logs and metrics.
+public enum NATSConnectionEvent: Sendable, Hashable {
+    case disconnected
+    case reconnected(url: String)
+    case closed
+    /// An asynchronous error, e.g. a slow consumer.
+    case error(String)
+}
+
+/// State shared with nats.c's connection callbacks. Retained for nats.c
+/// while the connection exists; released by the closed callback.
+final class ConnectionCallbacks: Sendable {
+    let events: AsyncStream<NATSConnectionEvent>
+    let continuation: AsyncStream<NATSConnectionEvent>.Continuation
+    let reconnects = Atomic<Int>(0)
+    let minDelayMilliseconds: Int64
+    let maxDelayMilliseconds: Int64
+
+    init(minDelay: Duration, maxDelay: Duration) {
+        (events, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
+        minDelayMilliseconds = max(1, milliseconds(minDelay))
+        maxDelayMilliseconds = max(minDelayMilliseconds, milliseconds(maxDelay))
+    }
+}
+
+private func connectionCallbacks(_ closure: UnsafeMutableRawPointer?) -> ConnectionCallbacks? {
+    closure.map { Unmanaged<ConnectionCallbacks>.fromOpaque($0).takeUnretainedValue() }
+}
+
+/// A connection to NATS through nats.c: reconnects forever with backoff,
+/// publishes, subscribes, and opens JetStream contexts.
+///
+/// Thread-safe (nats.c locks internally). The nats.c connection is
+/// destroyed when the last reference goes; subscriptions and JetStream
+/// contexts keep their connection alive.
+public final class NATSConnection: @unchecked Sendable {
+    let handle: OpaquePointer
+    private let callbacks: ConnectionCallbacks
+    public let options: NATSConnectionOptions
+
+    private init(handle: OpaquePointer, callbacks: ConnectionCallbacks, options: NATSConnectionOptions) {
+        self.handle = handle
+        self.callbacks = callbacks
+        self.options = options
+    }
+
+    deinit {
+        // Closes first when still open; the closed callback releases `callbacks`.
+        natsConnection_Destroy(handle)
+    }
+
+    /// Connects to the first reachable server of `options.urls`; throws when
+    /// none answers. Once connected, it reconnects forever.
+    public static func connect(_ options: NATSConnectionOptions) async throws(NATSError) -> NATSConnection {
+        guard !options.urls.isEmpty else {
+            throw NATSError(code: .invalidArgument, operation: "connect", message: "no server URL given")
+        }
+        return try await onQueue(blockingQueue) { () throws(NATSError) -> NATSConnection in
+            try connectBlocking(options)
+        }
+    }
+
+    private static func connectBlocking(_ options: NATSConnectionOptions) throws(NATSError) -> NATSConnection {
+        let context = "servers \(options.urls.joined(separator: ","))"
+        var opts: OpaquePointer?
+        try check(natsOptions_Create(&opts), "connect", context: context)
+        guard let opts else { throw NATSError(code: .other, operation: "connect", message: "cannot create options") }
+        defer { natsOptions_Destroy(opts) }
+
+        let arena = CStringArena()
+        let callbacks = ConnectionCallbacks(minDelay: options.minReconnectDelay, maxDelay: options.maxReconnectDelay)
+        let closure = Unmanaged.passRetained(callbacks).toOpaque()
+        var connection: OpaquePointer?
+        var status = natsOptions_SetServers(opts, arena.array(options.urls), Int32(options.urls.count))
+        if status == NATS_OK { status = natsOptions_SetName(opts, options.name) }
+        if status == NATS_OK { status = natsOptions_SetTimeout(opts, max(1, milliseconds(options.connectTimeout))) }
+        if status == NATS_OK { status = natsOptions_SetMaxReconnect(opts, -1) }
+        if status == NATS_OK { status = natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)) }
+        if status == NATS_OK, let file = options.credentialsFile {
+            status = natsOptions_SetUserCredentialsFromFiles(opts, file, nil)
+        }
+        if status == NATS_OK {
+            status = natsOptions_SetCustomReconnectDelay(opts, { _, attempts, closure in
+                guard let callbacks = connectionCallbacks(closure) else { return 1000 }
+                let exponent = min(max(Int64(attempts) - 1, 0), 20)
+                let base = min(callbacks.minDelayMilliseconds << exponent, callbacks.maxDelayMilliseconds)
+                return base + Int64.random(in: 0...max(1, base / 5))
+            }, closure)
+        }
+        if status == NATS_OK {
+            status = natsOptions_SetDisconnectedCB(opts, { _, closure in
+                connectionCallbacks(closure)?.continuation.yield(.disconnected)
+            }, closure)
+        }
+        if status == NATS_OK {
+            status = natsOptions_SetReconnectedCB(opts, { connection, closure in
+                guard let callbacks = connectionCallbacks(closure) else { return }
+                callbacks.reconnects.add(1, ordering: .relaxed)
+                var buffer = [CChar](repeating: 0, count: 256)
+                natsConnection_GetConnectedUrl(connection, &buffer, buffer.count)
+                callbacks.continuation.yield(.reconnected(url: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+            }, closure)
+        }
+        if status == NATS_OK {
+            status = natsOptions_SetErrorHandler(opts, { _, _, error, closure in
+                connectionCallbacks(closure)?.continuation.yield(.error(String(cString: natsStatus_GetText(error))))
+            }, closure)
+        }
+        if status == NATS_OK {
+            status = natsOptions_SetClosedCB(opts, { _, closure in
+                guard let closure else { return }
+                let callbacks = Unmanaged<ConnectionCallbacks>.fromOpaque(closure).takeRetainedValue()
+                callbacks.continuation.yield(.closed)
+                callbacks.continuation.finish()
+            }, closure)
+        }
+        if status == NATS_OK {
+            status = natsConnection_Connect(&connection, opts)
+        }
+        guard status == NATS_OK, let connection else {
+            // No connection exists, so no callback will release the box.
+            Unmanaged<ConnectionCallbacks>.fromOpaque(closure).release()
+            let error = NATSError(operation: "connect", status: status, context: context)
+            throw error.code == .other || error.code == .timeout
+                ? NATSError(code: .connectionFailed, operation: "connect", message: error.statusText, context: context)
+                : error
+        }
+        return NATSConnection(handle: connection, callbacks: callbacks, options: options)
+    }
+
+    /// The connection's current state.
+    public var status: NATSConnectionStatus {
+        switch natsConnection_Status(handle) {
+        case NATS_CONN_STATUS_CONNECTED: .connected
+        case NATS_CONN_STATUS_CONNECTING: .connecting
+        case NATS_CONN_STATUS_RECONNECTING: .reconnecting
+        case NATS_CONN_STATUS_CLOSED: .closed
+        case NATS_CONN_STATUS_DRAINING_PUBS, NATS_CONN_STATUS_DRAINING_SUBS: .draining
+        default: .disconnected
+        }
+    }
+
+    /// How many times the connection has been re-established.
+    public var reconnectCount: Int { callbacks.reconnects.load(ordering: .relaxed) }
+
+    /// Connection events as they happen (newest 256 kept when nobody reads).
+    public var events: AsyncStream<NATSConnectionEvent> { callbacks.events }
+
+    /// The URL of the server currently connected, if any.
+    public var connectedURL: String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard natsConnection_GetConnectedUrl(handle, &buffer, buffer.count) == NATS_OK, buffer[0] != 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Publishes without waiting (buffered while reconnecting).
+    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders = [:]) throws(NATSError) {
+        if headers.isEmpty {
+            let status = payload.withUnsafeBytes { bytes in
+                natsConnection_Publish(handle, subject, bytes.baseAddress, Int32(bytes.count))
+            }
+            try check(status, "publish", context: "subject \(subject)")
+        } else {
+            let message = try makeMessage(subject: subject, reply: nil, headers: headers, payload: payload)
+            defer { natsMsg_Destroy(message) }
+            try check(natsConnection_PublishMsg(handle, message), "publish", context: "subject \(subject)")
+        }
+    }
+
+    /// Waits until the server has processed everything published so far.
+    public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
+        try await onQueue(blockingQueue) { [self] () throws(NATSError) in
+            try check(natsConnection_FlushTimeout(handle, max(1, milliseconds(timeout))), "flush")
+        }
+    }
+
+    /// Subscribes to `subject` (wildcards allowed), optionally in a queue
+    /// group. Messages beyond `bufferLimit` unread ones are dropped and
+    /// counted in ``NATSSubscription/droppedMessages``.
+    public func subscribe(_ subject: String, queue: String? = nil, bufferLimit: Int = 65_536) throws(NATSError) -> NATSSubscription {
+        try NATSSubscription(connection: self, subject: subject, queue: queue, bufferLimit: bufferLimit)
+    }
+
+    /// Flushes pending publishes and closes. Later calls fail with
+    /// ``NATSError/Code/connectionClosed``.
+    public func close() async {
+        try? await flush(timeout: .seconds(2))
+        natsConnection_Close(handle)
+    }
+}
+
+/// Library-wide nats.c resources.
+public enum NATSLibrary {
+    /// Releases nats.c's threads and memory once every connection is gone.
+    /// Call once at process exit; `false` when it timed out.
+    @discardableResult
+    public static func shutdown(timeout: Duration = .seconds(2)) -> Bool {
+        nats_CloseAndWait(max(1, milliseconds(timeout))) == NATS_OK
+    }
+}
+
+func milliseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+}
