@@ -1,46 +1,118 @@
 import CNATS
 import Synchronization
 
-/// State shared with one subscription's nats.c callbacks; released by the
-/// on-complete callback, after the message handler ran for the last time.
-final class SubscriptionCallbacks: Sendable {
-    let continuation: AsyncStream<NATSMessage>.Continuation
-    let dropped = Atomic<Int>(0)
+/// Messages handed from nats.c's callback thread to one reader, bounded.
+final class SubscriptionBuffer: Sendable {
+    private struct State {
+        var messages: [NATSMessage] = []
+        var head = 0
+        var waiter: CheckedContinuation<Void, Never>?
+        var finished = false
+        var dropped = 0
+        var count: Int { messages.count - head }
+    }
 
-    init(continuation: AsyncStream<NATSMessage>.Continuation) {
-        self.continuation = continuation
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = max(1, limit)
+    }
+
+    /// Called on nats.c's thread: never blocks beyond the lock.
+    func append(_ message: NATSMessage) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.finished else { return nil }
+            guard state.count < limit else {
+                state.dropped += 1
+                return nil
+            }
+            state.messages.append(message)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    var dropped: Int { state.withLock { $0.dropped } }
+
+    /// Up to `max` buffered messages; waits for the first. Empty when the
+    /// subscription has ended (or the task was cancelled) and nothing is left.
+    func next(max: Int) async -> [NATSMessage] {
+        while true {
+            let batch = state.withLock { state -> [NATSMessage]? in
+                if state.count > 0 {
+                    let end = state.head + Swift.min(max, state.count)
+                    let batch = Array(state.messages[state.head..<end])
+                    state.head = end
+                    if state.head == state.messages.count {
+                        state.messages.removeAll(keepingCapacity: true)
+                        state.head = 0
+                    } else if state.head > 4096 {
+                        state.messages.removeFirst(state.head)
+                        state.head = 0
+                    }
+                    return batch
+                }
+                return state.finished ? [] : nil
+            }
+            if let batch { return batch }
+            if Task.isCancelled { return [] }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if state.count > 0 || state.finished || Task.isCancelled { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            } onCancel: {
+                let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
+            }
+        }
     }
 }
 
-/// A core NATS subscription, read as an `AsyncSequence` of messages.
+/// A core NATS subscription: read messages one by one as an `AsyncSequence`
+/// or in batches with ``nextBatch(max:)``.
 ///
-/// nats.c's handler copies each message out, destroys it and hands the copy
-/// to the sequence; no task or actor hop per message. When the reader falls
-/// more than `bufferLimit` messages behind, new messages are dropped and
-/// counted (core NATS is at-most-once; use JetStream where that matters).
+/// nats.c's handler copies each message out, destroys it and appends the
+/// copy to a bounded buffer; no task or actor hop per message. When the
+/// reader falls more than `bufferLimit` messages behind, new messages are
+/// dropped and counted (core NATS is at-most-once; use JetStream where that
+/// matters).
 public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
     public typealias Element = NATSMessage
 
     public let subject: String
     private let handle: OpaquePointer
     private let connection: NATSConnection
-    private let stream: AsyncStream<NATSMessage>
-    private let callbacks: SubscriptionCallbacks
+    private let buffer: SubscriptionBuffer
     private let unsubscribed = Atomic<Bool>(false)
 
     init(connection: NATSConnection, subject: String, queue: String?, bufferLimit: Int) throws(NATSError) {
-        let (stream, continuation) = AsyncStream.makeStream(of: NATSMessage.self, bufferingPolicy: .bufferingOldest(Swift.max(1, bufferLimit)))
-        let callbacks = SubscriptionCallbacks(continuation: continuation)
-        let closure = Unmanaged.passRetained(callbacks).toOpaque()
+        let buffer = SubscriptionBuffer(limit: bufferLimit)
+        let closure = Unmanaged.passRetained(buffer).toOpaque()
         let handler: natsMsgHandler = { _, _, message, closure in
             guard let message else { return }
             let copy = NATSMessage(copying: message)
             natsMsg_Destroy(message)
             guard let closure else { return }
-            let callbacks = Unmanaged<SubscriptionCallbacks>.fromOpaque(closure).takeUnretainedValue()
-            if case .dropped = callbacks.continuation.yield(copy) {
-                callbacks.dropped.add(1, ordering: .relaxed)
-            }
+            Unmanaged<SubscriptionBuffer>.fromOpaque(closure).takeUnretainedValue().append(copy)
         }
         var subscription: OpaquePointer?
         let status: natsStatus
@@ -50,13 +122,13 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
             status = natsConnection_Subscribe(&subscription, connection.handle, subject, handler, closure)
         }
         guard status == NATS_OK, let subscription else {
-            Unmanaged<SubscriptionCallbacks>.fromOpaque(closure).release()
-            continuation.finish()
+            Unmanaged<SubscriptionBuffer>.fromOpaque(closure).release()
             throw NATSError(operation: "subscribe", status: status, context: "subject \(subject)")
         }
+        // Called once, after the handler ran for the last time.
         natsSubscription_SetOnCompleteCB(subscription, { closure in
             guard let closure else { return }
-            Unmanaged<SubscriptionCallbacks>.fromOpaque(closure).takeRetainedValue().continuation.finish()
+            Unmanaged<SubscriptionBuffer>.fromOpaque(closure).takeRetainedValue().finish()
         }, closure)
         // Our handler never blocks, so nats.c's own queue stays short; the
         // bound that matters is `bufferLimit`.
@@ -64,8 +136,7 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
         self.subject = subject
         self.handle = subscription
         self.connection = connection
-        self.stream = stream
-        self.callbacks = callbacks
+        self.buffer = buffer
     }
 
     deinit {
@@ -73,23 +144,43 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
     }
 
     /// Messages dropped because the reader fell behind.
-    public var droppedMessages: Int { callbacks.dropped.load(ordering: .relaxed) }
+    public var droppedMessages: Int { buffer.dropped }
 
-    /// Stops delivery; the sequence ends after the messages already buffered.
+    /// Up to `max` messages: what is buffered, or the next one to arrive.
+    /// Empty once the subscription has ended and everything was read.
+    public func nextBatch(max: Int) async -> [NATSMessage] {
+        await buffer.next(max: max)
+    }
+
+    /// Stops delivery at once; messages nats.c has not handed over yet are
+    /// lost. The sequence ends after what is already buffered.
     public func unsubscribe() {
         guard !unsubscribed.exchange(true, ordering: .relaxed) else { return }
         natsSubscription_Unsubscribe(handle)
     }
 
+    /// Stops interest but first delivers every message already received;
+    /// the sequence ends after the last one.
+    public func drain() {
+        guard !unsubscribed.exchange(true, ordering: .relaxed) else { return }
+        if natsSubscription_Drain(handle) != NATS_OK {
+            natsSubscription_Unsubscribe(handle)
+        }
+    }
+
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncStream<NATSMessage>.Iterator
+        let buffer: SubscriptionBuffer
+        var pending: [NATSMessage] = []
 
         public mutating func next() async -> NATSMessage? {
-            await base.next()
+            if pending.isEmpty {
+                pending = await buffer.next(max: 256).reversed()
+            }
+            return pending.popLast()
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator())
+        AsyncIterator(buffer: buffer)
     }
 }

@@ -1,0 +1,223 @@
+import Foundation
+
+/// An inbound event that passed every rule of CONTRACT §1.
+public struct NotificationEvent: Sendable, Hashable {
+    public let kind: EventKind
+    /// Who is notified.
+    public let owner: String
+    /// Who acted.
+    public let triggerUser: String
+    public let username: String?
+    public let userPicture: String?
+    public let userBio: String?
+    public let action: Int64
+    public let resourceType: String
+    public let resourceID: String
+    /// At most 280 extended grapheme clusters.
+    public let excerpt: String?
+    /// Unix seconds, as the publisher said.
+    public let createdAt: Int64
+    public let eventID: String?
+
+    /// `action#resource_type#resource_id#trigger_user`, unique per owner
+    /// among live notifications. Unambiguous: only `resource_id` may contain
+    /// `#`, and `trigger_user` (last) never does.
+    public var actionKey: String { "\(action)#\(resourceType)#\(resourceID)#\(triggerUser)" }
+
+    /// Nobody is notified of their own action.
+    public var isSelfNotification: Bool { owner.utf8.elementsEqual(triggerUser.utf8) }
+}
+
+/// Why an event was rejected: the reason code of CONTRACT §1/§4.
+public enum RejectionReason: String, Sendable, Hashable, CaseIterable {
+    case invalidJSON = "invalid_json"
+    case tooLarge = "too_large"
+    case missingField = "missing_field"
+    case invalidField = "invalid_field"
+    case actionMismatch = "action_mismatch"
+    case unknownSubject = "unknown_subject"
+    case storeFailed = "store_failed"
+}
+
+/// A rejected event: the reason code and a one-line explanation that names
+/// the field (never the payload).
+public struct EventRejection: Error, Sendable, Hashable, CustomStringConvertible {
+    public let reason: RejectionReason
+    public let detail: String
+
+    public init(_ reason: RejectionReason, _ detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+
+    public var description: String { "\(reason.rawValue): \(detail)" }
+}
+
+/// Decodes and validates event bodies (CONTRACT §1).
+///
+/// Checks run in a fixed order so the reason is predictable: the subject,
+/// the size, UTF-8 and JSON syntax, then every required field for presence
+/// (`missing_field`), then each field's type and rule in table order
+/// (`invalid_field`), and last whether `action` and `resource_type` match
+/// the subject (`action_mismatch`).
+public struct EventValidator: Sendable {
+    /// Largest accepted body, in bytes (64 KiB).
+    public static let maxBodyBytes = 65_536
+    /// Earliest accepted `created_at` (2000-01-01T00:00:00Z).
+    public static let earliestCreatedAt: Int64 = 946_684_800
+    /// How far in the future `created_at` may be, in seconds.
+    public static let maxClockSkew: Int64 = 86_400
+    /// Length of a stored excerpt, in extended grapheme clusters.
+    public static let excerptLength = 280
+
+    public let subjects: EventSubjects
+
+    public init(subjects: EventSubjects) {
+        self.subjects = subjects
+    }
+
+    private static let required = ["owner", "trigger_user", "action", "resource_type", "resource_id", "created_at"]
+
+    /// The event in `body` published on `subject`, judged at `now` (Unix seconds).
+    public func validate(subject: String, body: [UInt8], now: Int64) -> Result<NotificationEvent, EventRejection> {
+        do throws(EventRejection) {
+            return .success(try decode(subject: subject, body: body, now: now))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func decode(subject: String, body: [UInt8], now: Int64) throws(EventRejection) -> NotificationEvent {
+        guard let kind = subjects.kind(of: subject) else {
+            throw EventRejection(.unknownSubject, "subject \(subject) is not one of the event subjects")
+        }
+        guard body.count <= Self.maxBodyBytes else {
+            throw EventRejection(.tooLarge, "body is \(body.count) bytes, the limit is \(Self.maxBodyBytes)")
+        }
+        guard String(validating: body, as: UTF8.self) != nil else {
+            throw EventRejection(.invalidJSON, "body is not valid UTF-8")
+        }
+        let document: JSONValue
+        do throws(JSONSyntaxError) {
+            document = try JSONParser.parse(body)
+        } catch {
+            throw EventRejection(.invalidJSON, "\(error.message) at byte \(error.offset)")
+        }
+        guard case .object(let object) = document else {
+            throw EventRejection(.invalidJSON, "body is a JSON \(document.typeName), not an object")
+        }
+
+        for name in Self.required {
+            switch object[name] {
+            case nil, .null?: throw EventRejection(.missingField, "\(name) is required")
+            default: continue
+            }
+        }
+        let fields = Fields(object: object)
+        let owner = try fields.userID("owner")
+        let triggerUser = try fields.userID("trigger_user")
+        let action = try fields.integer("action")
+        let resourceType = try fields.string("resource_type")
+        let resourceID = try fields.string("resource_id")
+        guard resourceID.unicodeScalars.count <= 256 else { throw fields.invalid("resource_id", "is longer than 256 characters") }
+        guard resourceID.unicodeScalars.allSatisfy(Self.isPrintable) else {
+            throw fields.invalid("resource_id", "contains control or format characters")
+        }
+        let createdAt = try fields.integer("created_at")
+        guard createdAt >= Self.earliestCreatedAt, createdAt <= now + Self.maxClockSkew else {
+            throw fields.invalid("created_at", "must be Unix seconds between \(Self.earliestCreatedAt) and now + \(Self.maxClockSkew)")
+        }
+        let username = try fields.optionalString("username", maxLength: 128)
+        let userPicture = try fields.optionalString("user_picture", maxLength: 2048)
+        if let userPicture, !Self.isWebURL(userPicture) {
+            throw fields.invalid("user_picture", "must be an absolute http or https URL with a host")
+        }
+        let userBio = try fields.optionalString("user_bio", maxLength: 512)
+        let excerpt = try fields.optionalString("excerpt", maxLength: nil).map { String($0.prefix(Self.excerptLength)) }
+        let eventID = try fields.optionalString("event_id", maxLength: 128)
+
+        guard action == kind.action else {
+            throw EventRejection(.actionMismatch, "action \(action) does not match subject \(subject) (action \(kind.action))")
+        }
+        guard resourceType == kind.resourceType else {
+            throw EventRejection(.actionMismatch, "resource_type \(resourceType.prefix(32)) does not match subject \(subject) (\(kind.resourceType))")
+        }
+        return NotificationEvent(
+            kind: kind, owner: owner, triggerUser: triggerUser, username: username, userPicture: userPicture,
+            userBio: userBio, action: action, resourceType: resourceType, resourceID: resourceID, excerpt: excerpt,
+            createdAt: createdAt, eventID: eventID)
+    }
+
+    /// Whether `id` may be a user id: 1–128 characters of `[A-Za-z0-9_-]`.
+    /// User ids become NATS subject tokens, so this is a security boundary.
+    public static func isValidUserID(_ id: String) -> Bool {
+        let bytes = id.utf8
+        guard (1...128).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+    }
+
+    /// Printable: not a control (Cc), format (Cf, e.g. zero-width and
+    /// bidirectional controls), line or paragraph separator character.
+    static func isPrintable(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .control, .format, .lineSeparator, .paragraphSeparator, .surrogate: return false
+        default: return true
+        }
+    }
+
+    static func isWebURL(_ text: String) -> Bool {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else { return false }
+        return true
+    }
+}
+
+/// Typed access to an event's fields with `invalid_field` errors.
+private struct Fields {
+    let object: [String: JSONValue]
+
+    func invalid(_ name: String, _ problem: String) -> EventRejection {
+        EventRejection(.invalidField, "\(name) \(problem)")
+    }
+
+    func string(_ name: String) throws(EventRejection) -> String {
+        guard case .string(let value)? = object[name] else {
+            throw invalid(name, "must be a string, got \(object[name]?.typeName ?? "nothing")")
+        }
+        guard !value.isEmpty else { throw invalid(name, "must not be empty") }
+        return value
+    }
+
+    func integer(_ name: String) throws(EventRejection) -> Int64 {
+        switch object[name] {
+        case .integer(let value)?: return value
+        case .nonIntegerNumber?: throw invalid(name, "must be an integer that fits 64 bits")
+        default: throw invalid(name, "must be an integer, got \(object[name]?.typeName ?? "nothing")")
+        }
+    }
+
+    func userID(_ name: String) throws(EventRejection) -> String {
+        let value = try string(name)
+        guard EventValidator.isValidUserID(value) else {
+            throw invalid(name, "must be 1–128 characters of A–Z, a–z, 0–9, '_' or '-'")
+        }
+        return value
+    }
+
+    /// `nil` when absent or null.
+    func optionalString(_ name: String, maxLength: Int?) throws(EventRejection) -> String? {
+        switch object[name] {
+        case nil, .null?: return nil
+        default:
+            let value = try string(name)
+            if let maxLength, value.unicodeScalars.count > maxLength {
+                throw invalid(name, "is longer than \(maxLength) characters")
+            }
+            return value
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import KeyValueStore
+
+/// A stored notification: the event's fields (less `event_id`) plus its id,
+/// action key, read flag and receive time (CONTRACT §3).
+public struct NotificationRecord: Sendable, Hashable {
+    public let id: String
+    public let owner: String
+    public let triggerUser: String
+    public let username: String?
+    public let userPicture: String?
+    public let userBio: String?
+    public let action: Int64
+    public let resourceType: String
+    public let resourceID: String
+    public let excerpt: String?
+    public let createdAt: Int64
+    public let actionKey: String
+    public var read: Bool
+    /// Unix milliseconds when the worker stored it.
+    public let receivedAt: Int64
+
+    public init(event: NotificationEvent, id: String, receivedAt: Int64) {
+        self.id = id
+        owner = event.owner
+        triggerUser = event.triggerUser
+        username = event.username
+        userPicture = event.userPicture
+        userBio = event.userBio
+        action = event.action
+        resourceType = event.resourceType
+        resourceID = event.resourceID
+        excerpt = event.excerpt
+        createdAt = event.createdAt
+        actionKey = event.actionKey
+        read = false
+        self.receivedAt = receivedAt
+    }
+
+    /// The record's attributes as stored (same names as its JSON).
+    var attributes: [String: AttributeValue] {
+        var attributes: [String: AttributeValue] = [
+            "id": .string(id), "owner": .string(owner), "trigger_user": .string(triggerUser),
+            "action": .integer(action), "resource_type": .string(resourceType), "resource_id": .string(resourceID),
+            "created_at": .integer(createdAt), "action_key": .string(actionKey), "read": .bool(read),
+            "received_at": .integer(receivedAt),
+        ]
+        if let username { attributes["username"] = .string(username) }
+        if let userPicture { attributes["user_picture"] = .string(userPicture) }
+        if let userBio { attributes["user_bio"] = .string(userBio) }
+        if let excerpt { attributes["excerpt"] = .string(excerpt) }
+        return attributes
+    }
+
+    /// Reads a stored record; `nil` when an attribute is missing or mistyped.
+    init?(attributes: [String: AttributeValue]) {
+        guard let id = attributes["id"]?.stringValue, let owner = attributes["owner"]?.stringValue,
+              let triggerUser = attributes["trigger_user"]?.stringValue, let action = attributes["action"]?.integerValue,
+              let resourceType = attributes["resource_type"]?.stringValue, let resourceID = attributes["resource_id"]?.stringValue,
+              let createdAt = attributes["created_at"]?.integerValue, let actionKey = attributes["action_key"]?.stringValue,
+              let read = attributes["read"]?.boolValue, let receivedAt = attributes["received_at"]?.integerValue
+        else { return nil }
+        self.id = id
+        self.owner = owner
+        self.triggerUser = triggerUser
+        self.action = action
+        self.resourceType = resourceType
+        self.resourceID = resourceID
+        self.createdAt = createdAt
+        self.actionKey = actionKey
+        self.read = read
+        self.receivedAt = receivedAt
+        username = attributes["username"]?.stringValue
+        userPicture = attributes["user_picture"]?.stringValue
+        userBio = attributes["user_bio"]?.stringValue
+        excerpt = attributes["excerpt"]?.stringValue
+    }
+
+    /// The record as a JSON object.
+    func write(to json: inout JSONWriter) {
+        json.raw("{")
+        json.key("id"); json.string(id)
+        json.raw(","); json.key("owner"); json.string(owner)
+        json.raw(","); json.key("trigger_user"); json.string(triggerUser)
+        if let username { json.raw(","); json.key("username"); json.string(username) }
+        if let userPicture { json.raw(","); json.key("user_picture"); json.string(userPicture) }
+        if let userBio { json.raw(","); json.key("user_bio"); json.string(userBio) }
+        json.raw(","); json.key("action"); json.integer(action)
+        json.raw(","); json.key("resource_type"); json.string(resourceType)
+        json.raw(","); json.key("resource_id"); json.string(resourceID)
+        if let excerpt { json.raw(","); json.key("excerpt"); json.string(excerpt) }
+        json.raw(","); json.key("created_at"); json.integer(createdAt)
+        json.raw(","); json.key("action_key"); json.string(actionKey)
+        json.raw(","); json.key("read"); json.bool(read)
+        json.raw(","); json.key("received_at"); json.integer(receivedAt)
+        json.raw("}")
+    }
+
+    /// The record as JSON bytes.
+    public var json: [UInt8] {
+        var writer = JSONWriter()
+        write(to: &writer)
+        return writer.bytes
+    }
+}
+
+/// A message for one user's subject (CONTRACT §3).
+public struct OutboundMessage: Sendable, Hashable {
+    public let subject: String
+    public let body: [UInt8]
+
+    public init(subject: String, body: [UInt8]) {
+        self.subject = subject
+        self.body = body
+    }
+
+    /// `{"type":"notification.created","notification":{…}}`
+    public static func created(_ record: NotificationRecord, prefix: String) -> OutboundMessage {
+        var json = JSONWriter()
+        json.raw("{\"type\":\"notification.created\",\"notification\":")
+        record.write(to: &json)
+        json.raw("}")
+        return OutboundMessage(subject: userSubject(record.owner, prefix: prefix), body: json.bytes)
+    }
+
+    /// `{"type":"notification.deleted","id":"…"}`
+    public static func deleted(id: String, owner: String, prefix: String) -> OutboundMessage {
+        var json = JSONWriter(capacity: 80)
+        json.raw("{\"type\":\"notification.deleted\",\"id\":")
+        json.string(id)
+        json.raw("}")
+        return OutboundMessage(subject: userSubject(owner, prefix: prefix), body: json.bytes)
+    }
+
+    /// `{"type":"notification.read","ids":[…]}`
+    public static func read(ids: [String], owner: String, prefix: String) -> OutboundMessage {
+        var json = JSONWriter(capacity: 40 + ids.count * 30)
+        json.raw("{\"type\":\"notification.read\",\"ids\":[")
+        for (index, id) in ids.enumerated() {
+            if index > 0 { json.raw(",") }
+            json.string(id)
+        }
+        json.raw("]}")
+        return OutboundMessage(subject: userSubject(owner, prefix: prefix), body: json.bytes)
+    }
+
+    /// `<prefix>.<owner>.notifications`; `owner` must be a valid user id.
+    public static func userSubject(_ owner: String, prefix: String) -> String {
+        prefix + "." + owner + ".notifications"
+    }
+}

@@ -1,0 +1,361 @@
+public import KeyValueStore
+
+/// An event to apply, with the key that makes applying it idempotent.
+public struct IncomingEvent: Sendable {
+    public let event: NotificationEvent
+    /// `e:<event_id>` when the event has one; otherwise the identity of its
+    /// delivery (stream incarnation and sequence), so a redelivered message
+    /// is recognised. `nil` (core NATS) disables the check.
+    public let idempotencyKey: String?
+
+    public init(event: NotificationEvent, idempotencyKey: String?) {
+        self.event = event
+        self.idempotencyKey = idempotencyKey
+    }
+
+    /// The key for an event delivered from a JetStream stream.
+    public static func key(for event: NotificationEvent, streamCreated: Int64, sequence: UInt64) -> String {
+        if let id = event.eventID { return "e:" + id }
+        return "s:\(streamCreated):\(sequence)"
+    }
+}
+
+/// What applying one event did.
+public enum EventOutcome: Sendable, Hashable {
+    /// A notification was created.
+    case created(id: String)
+    /// A live notification with the same action key exists; nothing new.
+    case duplicate
+    /// The live notification with this action key was deleted.
+    case retracted(id: String)
+    /// A retraction found nothing to delete.
+    case nothingToRetract
+    /// The same `event_id` (or delivery) was applied before.
+    case alreadyProcessed
+    /// The owner is the trigger user: nobody is notified of their own action.
+    case selfNotification
+}
+
+/// Per-user messages committed together with a batch, to publish and then
+/// delete. Left in the store by a crash, they are published at start-up.
+public struct OutboxBatch: Sendable, Hashable {
+    public let id: String
+    public let messages: [OutboundMessage]
+}
+
+/// The result of ``NotificationRepository/apply(_:)``.
+public struct BatchResult: Sendable {
+    /// One outcome per event, in order.
+    public let outcomes: [EventOutcome]
+    /// `nil` when the batch changed nothing anybody must hear about.
+    public let outbox: OutboxBatch?
+}
+
+/// A page of a user's feed, newest first.
+public struct FeedPage: Sendable {
+    public let items: [NotificationRecord]
+    /// The id to pass as `before` for the next page; `nil` when no older
+    /// notification exists.
+    public let next: String?
+}
+
+/// Notifications stored the way one would on DynamoDB: a single table, one
+/// partition per owner.
+///
+/// | partition     | sort key        | item                                        |
+/// |---------------|-----------------|---------------------------------------------|
+/// | `U#<owner>`   | `N#<id>`        | the notification (ids sort by creation)     |
+/// | `U#<owner>`   | `A#<actionKey>` | `{id}`: the live notification of the key    |
+/// | `U#<owner>`   | `I#<key>`       | idempotency marker, expires after retention |
+/// | `U#<owner>`   | `C`             | `{unread}`: the unread counter              |
+/// | `OUTBOX`      | `<batch id>`    | per-user messages of a committed batch      |
+///
+/// A batch of events becomes one transaction: the notifications, their
+/// action-key and idempotency items, the counters and the outbox are
+/// written together, each under a condition on what was read, so the
+/// counter never drifts and concurrent workers cannot both create.
+public struct NotificationRepository: Sendable {
+    public let store: any KeyValueStore
+    public let ids: NotificationIDGenerator
+    /// Prefix of the per-user subjects (`USER_SUBJECT_PREFIX`).
+    public let userSubjectPrefix: String
+    /// How long a repeated `event_id` (or delivery) has no effect.
+    public let idempotencyRetention: Duration
+    private let clock: @Sendable () -> Int64
+
+    /// How often a batch is re-planned when a concurrent writer changed
+    /// what it read.
+    static let maxPlanAttempts = 8
+    static let outboxPartition = "OUTBOX"
+
+    /// - Parameter clockMilliseconds: the current Unix time in milliseconds.
+    public init(
+        store: any KeyValueStore,
+        userSubjectPrefix: String = "users",
+        idempotencyRetention: Duration = .seconds(8 * 86_400),
+        ids: NotificationIDGenerator = NotificationIDGenerator(),
+        clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
+    ) {
+        self.store = store
+        self.userSubjectPrefix = userSubjectPrefix
+        self.idempotencyRetention = idempotencyRetention
+        self.ids = ids
+        self.clock = clockMilliseconds
+    }
+
+    static func partition(_ owner: String) -> String { "U#" + owner }
+    static func notificationKey(_ owner: String, _ id: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "N#" + id) }
+    static func actionKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "A#" + key) }
+    static func idempotencyKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "I#" + key) }
+    static func counterKey(_ owner: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "C") }
+
+    // MARK: Applying events
+
+    /// Applies `events` in order in one transaction and returns what each
+    /// did and the outbox to publish.
+    public func apply(_ events: [IncomingEvent]) async throws(KeyValueStoreError) -> BatchResult {
+        var attempt = 1
+        while true {
+            do {
+                return try await applyOnce(events)
+            } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
+                // Another writer changed an item we read: read again, re-plan.
+                attempt += 1
+            }
+        }
+    }
+
+    private func applyOnce(_ events: [IncomingEvent]) async throws(KeyValueStoreError) -> BatchResult {
+        let now = clock()
+        var plan = BatchPlan()
+
+        // Read what decisions depend on: markers and action-key pointers,
+        // then the notifications that retractions would delete.
+        var keys = Set<ItemKey>()
+        for incoming in events where !incoming.event.isSelfNotification {
+            let owner = incoming.event.owner
+            keys.insert(Self.actionKey(owner, incoming.event.actionKey))
+            if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
+        }
+        plan.record(read: keys, found: try await store.batchGetItems(Array(keys)))
+        var retracted = Set<ItemKey>()
+        for incoming in events where incoming.event.kind.effect == .retract {
+            let pointer = Self.actionKey(incoming.event.owner, incoming.event.actionKey)
+            if let id = plan.current(pointer)?["id"]?.stringValue {
+                retracted.insert(Self.notificationKey(incoming.event.owner, id))
+            }
+        }
+        retracted.subtract(plan.readKeys)
+        if !retracted.isEmpty {
+            plan.record(read: retracted, found: try await store.batchGetItems(Array(retracted)))
+        }
+
+        var outcomes: [EventOutcome] = []
+        outcomes.reserveCapacity(events.count)
+        var messages: [OutboundMessage] = []
+        let markerExpiry: [String: AttributeValue] = [
+            "expires_at": .integer(now / 1000 + idempotencyRetention.components.seconds),
+        ]
+        for incoming in events {
+            let event = incoming.event
+            if event.isSelfNotification {
+                outcomes.append(.selfNotification)
+                continue
+            }
+            let marker = incoming.idempotencyKey.map { Self.idempotencyKey(event.owner, $0) }
+            if let marker, plan.current(marker) != nil {
+                outcomes.append(.alreadyProcessed)
+                continue
+            }
+            let pointer = Self.actionKey(event.owner, event.actionKey)
+            switch event.kind.effect {
+            case .create:
+                if plan.current(pointer) != nil {
+                    outcomes.append(.duplicate)
+                } else {
+                    let id = ids.next(millisecond: UInt64(max(now, 0)))
+                    let record = NotificationRecord(event: event, id: id, receivedAt: now)
+                    let key = Self.notificationKey(event.owner, id)
+                    plan.set(key, Item(key: key, attributes: record.attributes), fresh: true)
+                    plan.set(pointer, Item(key: pointer, attributes: ["id": .string(id)]))
+                    plan.addUnread(event.owner, 1)
+                    messages.append(.created(record, prefix: userSubjectPrefix))
+                    outcomes.append(.created(id: id))
+                }
+            case .retract:
+                if let id = plan.current(pointer)?["id"]?.stringValue {
+                    let key = Self.notificationKey(event.owner, id)
+                    if let notification = plan.current(key) {
+                        if notification["read"]?.boolValue == false { plan.addUnread(event.owner, -1) }
+                        plan.set(key, nil)
+                    }
+                    plan.set(pointer, nil)
+                    messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
+                    outcomes.append(.retracted(id: id))
+                } else {
+                    outcomes.append(.nothingToRetract)
+                }
+            }
+            if let marker {
+                plan.set(marker, Item(key: marker, attributes: markerExpiry))
+            }
+        }
+
+        var actions = plan.actions(counterKey: Self.counterKey)
+        var outbox: OutboxBatch?
+        if !messages.isEmpty {
+            let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
+            actions.append(.put(Self.outboxItem(batch), condition: .itemNotExists))
+            outbox = batch
+        }
+        if !actions.isEmpty {
+            try await store.transactWriteItems(actions)
+        }
+        return BatchResult(outcomes: outcomes, outbox: outbox)
+    }
+
+    // MARK: Outbox
+
+    static func outboxItem(_ batch: OutboxBatch) -> Item {
+        let messages: [AttributeValue] = batch.messages.map { .list([.string($0.subject), .binary($0.body)]) }
+        return Item(key: ItemKey(partition: outboxPartition, sort: batch.id), attributes: ["messages": .list(messages)])
+    }
+
+    static func outboxBatch(_ item: Item) -> OutboxBatch? {
+        guard case .list(let entries)? = item["messages"] else { return nil }
+        var messages: [OutboundMessage] = []
+        for entry in entries {
+            guard case .list(let parts) = entry, parts.count == 2, let subject = parts[0].stringValue, let body = parts[1].binaryValue
+            else { return nil }
+            messages.append(OutboundMessage(subject: subject, body: body))
+        }
+        return OutboxBatch(id: item.key.sort, messages: messages)
+    }
+
+    /// Outbox batches not yet published, oldest first (at most `limit`).
+    public func pendingOutboxes(limit: Int = 1_000) async throws(KeyValueStoreError) -> [OutboxBatch] {
+        let page = try await store.query(Query(partition: Self.outboxPartition, limit: limit))
+        var batches: [OutboxBatch] = []
+        for item in page.items {
+            guard let batch = Self.outboxBatch(item) else {
+                throw KeyValueStoreError(code: .corrupt, message: "outbox item \(item.key) cannot be read")
+            }
+            batches.append(batch)
+        }
+        return batches
+    }
+
+    /// Forgets published outbox batches.
+    public func deleteOutboxes(_ ids: [String]) async throws(KeyValueStoreError) {
+        guard !ids.isEmpty else { return }
+        try await store.batchWriteItems(ids.map { .delete(ItemKey(partition: Self.outboxPartition, sort: $0)) })
+    }
+
+    // MARK: Reading the feed
+
+    /// The owner's notifications, newest first, older than `before` (an id).
+    public func feed(owner: String, limit: Int, before: String? = nil) async throws(KeyValueStoreError) -> FeedPage {
+        let partition = Self.partition(owner)
+        let page = try await store.query(Query(
+            partition: partition,
+            sortKey: before.map { .between("N#", "N#" + $0) } ?? .beginsWith("N#"),
+            limit: limit + 1,
+            scanForward: false,
+            exclusiveStartKey: before.map { ItemKey(partition: partition, sort: "N#" + $0) }))
+        var records: [NotificationRecord] = []
+        for item in page.items.prefix(limit) {
+            guard let record = NotificationRecord(attributes: item.attributes) else {
+                throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
+            }
+            records.append(record)
+        }
+        return FeedPage(items: records, next: page.items.count > limit ? records.last?.id : nil)
+    }
+
+    /// How many of the owner's notifications are unread.
+    public func unreadCount(owner: String) async throws(KeyValueStoreError) -> Int64 {
+        try await store.getItem(Self.counterKey(owner))?["unread"]?.integerValue ?? 0
+    }
+}
+
+/// What a batch read and what it will write, key by key.
+private struct BatchPlan {
+    /// Every key read, with what was there (absent keys are in `readKeys`
+    /// but not in `original`).
+    private(set) var readKeys = Set<ItemKey>()
+    private var original: [ItemKey: Item] = [:]
+    /// Planned state of each key the batch changes (`nil` = deleted).
+    private var changed: [ItemKey: Item?] = [:]
+    /// Keys of notifications created by this batch (ids are fresh).
+    private var fresh = Set<ItemKey>()
+    /// Order of first change, for a stable transaction.
+    private var order: [ItemKey] = []
+    private var unread: [String: Int64] = [:]
+    private var owners: [String] = []
+
+    mutating func record(read keys: Set<ItemKey>, found: [ItemKey: Item]) {
+        readKeys.formUnion(keys)
+        original.merge(found) { _, new in new }
+    }
+
+    func current(_ key: ItemKey) -> Item? {
+        if let planned = changed[key] { return planned }
+        return original[key]
+    }
+
+    mutating func set(_ key: ItemKey, _ item: Item?, fresh isFresh: Bool = false) {
+        if changed.updateValue(item, forKey: key) == nil { order.append(key) }
+        if isFresh { fresh.insert(key) }
+    }
+
+    mutating func addUnread(_ owner: String, _ delta: Int64) {
+        if unread[owner] == nil { owners.append(owner) }
+        unread[owner, default: 0] += delta
+    }
+
+    /// One action per changed key, each conditional on what was read.
+    func actions(counterKey: (String) -> ItemKey) -> [WriteAction] {
+        var actions: [WriteAction] = []
+        actions.reserveCapacity(order.count + owners.count)
+        for key in order {
+            guard let final = changed[key] else { continue }
+            let before = original[key]
+            switch (before, final) {
+            case (nil, nil):
+                // Created and removed within the batch. A new notification
+                // id needs nothing; any other key must still be absent.
+                if !fresh.contains(key) { actions.append(.conditionCheck(key, .itemNotExists)) }
+            case (nil, let item?):
+                actions.append(.put(item, condition: .itemNotExists))
+            case (let item?, nil):
+                actions.append(.delete(key, condition: .matches(item)))
+            case (let old?, let new?):
+                if old != new { actions.append(.put(new, condition: .matches(old))) }
+            }
+        }
+        for owner in owners {
+            if let delta = unread[owner], delta != 0 {
+                actions.append(.update(counterKey(owner), Update(add: ["unread": delta])))
+            }
+        }
+        return actions
+    }
+}
+
+/// The wall clock the repository stamps notifications with.
+public enum RepositoryClock {
+    /// Unix milliseconds.
+    @Sendable public static func milliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,445 @@
+import KeyValueStore
+public import Logging
+public import NATS
+public import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The worker could not start; the message names what to fix.
+public struct WorkerStartupError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Consumes events, validates them, stores each batch in one transaction
+/// with its outbox, publishes the per-user messages, then acknowledges.
+///
+/// Nothing is lost: a bad event is dead-lettered with its reason before it
+/// is terminated; a store failure naks the event with backoff and
+/// dead-letters it (`store_failed`) only after the consumer's last
+/// delivery; an outbox that could not be published is retried before more
+/// events are taken, and one left by a crash is published at start-up.
+public struct NotificationWorker: Service, CustomStringConvertible {
+    enum Source: Sendable {
+        case jetStream(PullSubscription, streamCreated: Int64)
+        case core(NATSSubscription)
+    }
+
+    public let configuration: WorkerConfiguration
+    public let repository: NotificationRepository
+    let connection: NATSConnection
+    let jetStream: JetStream?
+    let source: Source
+    let validator: EventValidator
+    let logger: Logger
+    let metrics = WorkerMetrics()
+
+    /// Ensures the stream, dead-letter stream and consumer exist, subscribes,
+    /// and publishes any outbox a previous run left behind.
+    public static func prepare(
+        configuration: WorkerConfiguration,
+        connection: NATSConnection,
+        repository: NotificationRepository,
+        logger: Logger
+    ) async throws -> NotificationWorker {
+        var logger = logger
+        logger[metadataKey: "component"] = "worker"
+        let source: Source
+        var jetStream: JetStream?
+        if configuration.useJetStream {
+            let context = try JetStream(connection: connection)
+            jetStream = context
+            do {
+                source = try await jetStreamSource(context, configuration: configuration, logger: logger)
+            } catch {
+                guard error.code == .noResponders || error.jetStreamCode == 10076 else { throw error }
+                throw WorkerStartupError(message: "JetStream is not enabled on the NATS server (\(error.statusText)); start nats-server with -js, or set NATS_JETSTREAM=false for at-most-once core NATS")
+            }
+        } else {
+            let subscription = try connection.subscribe(configuration.subject, queue: configuration.queueGroup)
+            logger.warning("consuming with core NATS (NATS_JETSTREAM=false): events published while no worker runs, or lost in a crash, are not recovered", metadata: [
+                "subject": .string(configuration.subject), "queue": .string(configuration.queueGroup),
+            ])
+            source = .core(subscription)
+        }
+        let worker = NotificationWorker(
+            configuration: configuration, repository: repository, connection: connection, jetStream: jetStream,
+            source: source, validator: EventValidator(subjects: EventSubjects(filter: configuration.subject)),
+            logger: logger)
+        let loop = WorkerLoop(worker)
+        try await loop.publishPendingOutboxes()
+        return worker
+    }
+
+    private static func jetStreamSource(
+        _ context: JetStream, configuration: WorkerConfiguration, logger: Logger
+    ) async throws(NATSError) -> Source {
+        let (stream, created) = try await context.ensureStream(configuration.stream)
+        logger.info(created ? "created stream" : "using stream", metadata: [
+            "stream": .string(stream.name), "subjects": .string(stream.subjects.joined(separator: ",")),
+        ])
+        if let deadLetters = configuration.deadLetterStream {
+            _ = try await context.ensureStream(deadLetters)
+        }
+        let consumer = try await context.ensureConsumer(stream: stream.name, configuration.consumer)
+        logger.info("consuming", metadata: [
+            "consumer": .string(consumer.name), "pending": .stringConvertible(consumer.numPending),
+            "ack_pending": .stringConvertible(consumer.numAckPending),
+        ])
+        let subscription = try await context.pullSubscribe(stream: stream.name, consumer: consumer.name)
+        return .jetStream(subscription, streamCreated: stream.created)
+    }
+
+    public var description: String { "NotificationWorker(\(configuration.subject))" }
+
+    public func run() async throws {
+        let loop = WorkerLoop(self)
+        switch source {
+        case .jetStream(let subscription, let streamCreated):
+            await loop.runJetStream(subscription, streamCreated: streamCreated)
+            subscription.close()
+        case .core(let subscription):
+            await withGracefulShutdownHandler {
+                await loop.runCore(subscription)
+            } onGracefulShutdown: {
+                subscription.drain()
+            }
+        }
+        logger.info("worker stopped")
+    }
+}
+
+/// One message as the pipeline sees it, whichever way it arrived.
+enum Delivery {
+    case jetStream(JetStreamMessage, streamCreated: Int64)
+    case core(NATSMessage)
+
+    var subject: String {
+        switch self {
+        case .jetStream(let message, _): message.subject
+        case .core(let message): message.subject
+        }
+    }
+
+    var payload: [UInt8] {
+        switch self {
+        case .jetStream(let message, _): message.payload
+        case .core(let message): message.payload
+        }
+    }
+
+    /// Deliveries so far, this one included.
+    var deliveryCount: UInt64 {
+        switch self {
+        case .jetStream(let message, _): message.metadata.deliveryCount
+        case .core: 1
+        }
+    }
+
+    var streamSequence: UInt64? {
+        if case .jetStream(let message, _) = self { return message.metadata.streamSequence }
+        return nil
+    }
+
+    func idempotencyKey(for event: NotificationEvent) -> String? {
+        switch self {
+        case .jetStream(let message, let created):
+            IncomingEvent.key(for: event, streamCreated: created, sequence: message.metadata.streamSequence)
+        case .core:
+            event.eventID.map { "e:" + $0 }
+        }
+    }
+}
+
+/// The worker's loop and its state; lives inside one `run()`.
+final class WorkerLoop {
+    let worker: NotificationWorker
+    private var configuration: WorkerConfiguration { worker.configuration }
+    private var logger: Logger { worker.logger }
+    private var metrics: WorkerMetrics { worker.metrics }
+    /// An outbox could not be published: publish it before taking more.
+    private var outboxPending = false
+    /// Published outboxes whose deletion failed.
+    private var undeleted: [String] = []
+    private var failureStreak = 0
+
+    init(_ worker: NotificationWorker) {
+        self.worker = worker
+    }
+
+    // MARK: Loops
+
+    func runJetStream(_ subscription: PullSubscription, streamCreated: Int64) async {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            guard await outboxIsClear() else { continue }
+            let messages: [JetStreamMessage]
+            do {
+                messages = try await subscription.fetch(maxMessages: configuration.batchSize, maxWait: configuration.fetchWait)
+            } catch {
+                logger.error("fetching events failed; retrying", metadata: ["error": .string(error.description)])
+                await pause()
+                continue
+            }
+            failureStreak = 0
+            guard !messages.isEmpty else { continue }
+            let failed = await process(messages.map { .jetStream($0, streamCreated: streamCreated) })
+            for (delivery, error) in failed {
+                guard case .jetStream(let message, _) = delivery else { continue }
+                await retryLater(message, delivery: delivery, error: error)
+            }
+        }
+    }
+
+    func runCore(_ subscription: NATSSubscription) async {
+        while !Task.isCancelled {
+            guard await outboxIsClear() else { continue }
+            let messages = await subscription.nextBatch(max: configuration.batchSize)
+            if messages.isEmpty { return }  // drained at shutdown
+            var failed = await process(messages.map { .core($0) })
+            // No redelivery in core NATS: retry here, then dead-letter.
+            var attempt: UInt64 = 1
+            while !failed.isEmpty, attempt < UInt64(max(configuration.consumer.maxDeliver, 1)) {
+                try? await Task.sleep(for: configuration.retryDelay(afterDeliveries: attempt))
+                attempt += 1
+                failed = await process(failed.map(\.0))
+            }
+            for (delivery, error) in failed {
+                _ = await deadLetter(delivery, EventRejection(.storeFailed, error.description), attempts: attempt)
+            }
+        }
+    }
+
+    // MARK: One batch
+
+    /// Validates, stores, publishes and settles; returns the deliveries
+    /// whose store transaction failed, for the caller to retry.
+    func process(_ deliveries: [Delivery]) async -> [(Delivery, KeyValueStoreError)] {
+        let started = ContinuousClock.now
+        defer { metrics.batch(size: deliveries.count, since: started) }
+        let now = RepositoryClock.milliseconds() / 1000
+        var accepted: [(Delivery, IncomingEvent)] = []
+        accepted.reserveCapacity(deliveries.count)
+        for delivery in deliveries {
+            metrics.received(redelivered: delivery.deliveryCount > 1)
+            switch worker.validator.validate(subject: delivery.subject, body: delivery.payload, now: now) {
+            case .failure(let rejection):
+                await reject(delivery, rejection)
+            case .success(let event):
+                if event.isSelfNotification {
+                    metrics.record(.selfNotification)
+                    settle(delivery)
+                } else {
+                    accepted.append((delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event))))
+                }
+            }
+        }
+        guard !accepted.isEmpty else { return [] }
+        do {
+            try await store(accepted)
+            return []
+        } catch {
+            metrics.storeFailed()
+            logger.error("storing a batch failed", metadata: ["events": .stringConvertible(accepted.count), "error": .string(error.description)])
+            guard error.code != .unavailable, accepted.count > 1 else {
+                return accepted.map { ($0.0, error) }
+            }
+            // Possibly one bad event: store one at a time so it cannot hold back the rest.
+            var failed: [(Delivery, KeyValueStoreError)] = []
+            for entry in accepted {
+                do {
+                    try await store([entry])
+                } catch {
+                    failed.append((entry.0, error))
+                }
+            }
+            return failed
+        }
+    }
+
+    private func store(_ entries: [(Delivery, IncomingEvent)]) async throws(KeyValueStoreError) {
+        let started = ContinuousClock.now
+        let result = try await worker.repository.apply(entries.map(\.1))
+        metrics.storeTransaction(since: started)
+        crashIfAsked(.afterCommit)
+        for (index, outcome) in result.outcomes.enumerated() {
+            metrics.record(outcome)
+            if logger.logLevel <= .debug {
+                let event = entries[index].1.event
+                logger.debug("event applied", metadata: [
+                    "subject": .string(entries[index].0.subject), "owner": .string(event.owner),
+                    "event_id": .string(event.eventID ?? "-"), "outcome": .string("\(outcome)"),
+                ])
+            }
+        }
+        if let outbox = result.outbox { publish(outbox) }
+        crashIfAsked(.afterPublish)
+        for (delivery, _) in entries { settle(delivery) }
+        if !undeleted.isEmpty { await deleteOutboxes() }
+    }
+
+    // MARK: Outbox
+
+    /// Publishes a committed outbox and forgets it; on failure leaves it in
+    /// the store for ``outboxIsClear()``.
+    private func publish(_ outbox: OutboxBatch) {
+        do {
+            for message in outbox.messages {
+                try worker.connection.publish(message.subject, payload: message.body)
+            }
+            metrics.published(outbox.messages.count)
+            undeleted.append(outbox.id)
+        } catch {
+            logger.error("publishing per-user messages failed; they stay in the outbox and are retried before more events are taken", metadata: [
+                "outbox": .string(outbox.id), "error": .string(error.description),
+            ])
+            outboxPending = true
+        }
+    }
+
+    private func deleteOutboxes() async {
+        do {
+            try await worker.repository.deleteOutboxes(undeleted)
+            undeleted.removeAll()
+        } catch {
+            logger.warning("deleting published outbox rows failed; retrying later (a restart would publish them again)", metadata: ["error": .string(error.description)])
+        }
+    }
+
+    /// Publishes every outbox left in the store, oldest first.
+    func publishPendingOutboxes() async throws {
+        while true {
+            let batches = try await worker.repository.pendingOutboxes(limit: 100)
+            if batches.isEmpty { break }
+            for batch in batches {
+                for message in batch.messages {
+                    try worker.connection.publish(message.subject, payload: message.body)
+                }
+                metrics.published(batch.messages.count)
+                try await worker.repository.deleteOutboxes([batch.id])
+                logger.info("published an outbox left from before", metadata: ["outbox": .string(batch.id), "messages": .stringConvertible(batch.messages.count)])
+            }
+        }
+        undeleted.removeAll()
+    }
+
+    /// `true` when nothing is waiting to be published; otherwise tries to
+    /// publish it and pauses on failure.
+    private func outboxIsClear() async -> Bool {
+        if !undeleted.isEmpty { await deleteOutboxes() }
+        guard outboxPending else { return true }
+        do {
+            try await publishPendingOutboxes()
+            outboxPending = false
+            failureStreak = 0
+            return true
+        } catch {
+            logger.error("the outbox still cannot be published", metadata: ["error": .string("\(error)")])
+            await pause()
+            return false
+        }
+    }
+
+    // MARK: Settling
+
+    private func settle(_ delivery: Delivery) {
+        guard case .jetStream(let message, _) = delivery else { return }
+        do {
+            try message.ack()
+        } catch {
+            // Redelivery is harmless: the idempotency marker recognises it.
+            logger.warning("ack failed; the event will be redelivered and recognised", metadata: [
+                "stream_seq": .stringConvertible(message.metadata.streamSequence), "error": .string(error.description),
+            ])
+        }
+    }
+
+    private func reject(_ delivery: Delivery, _ rejection: EventRejection) async {
+        metrics.rejected(rejection.reason)
+        logger.warning("event rejected", metadata: [
+            "subject": .string(delivery.subject), "reason": .string(rejection.reason.rawValue),
+            "detail": .string(rejection.detail), "stream_seq": .string(delivery.streamSequence.map(String.init) ?? "-"),
+        ])
+        let published = await deadLetter(delivery, rejection, attempts: 1)
+        guard case .jetStream(let message, _) = delivery else { return }
+        do {
+            if published {
+                try message.term()
+            } else {
+                try message.nak(delay: configuration.retryDelay(afterDeliveries: message.metadata.deliveryCount))
+            }
+        } catch {
+            logger.warning("settling a rejected event failed; it will be redelivered", metadata: ["error": .string(error.description)])
+        }
+    }
+
+    /// A stored failure: nak with backoff, or after the last delivery
+    /// dead-letter it (`store_failed`) and terminate.
+    private func retryLater(_ message: JetStreamMessage, delivery: Delivery, error: KeyValueStoreError) async {
+        let deliveries = message.metadata.deliveryCount
+        let maxDeliver = configuration.consumer.maxDeliver
+        do {
+            if maxDeliver > 0, deliveries >= UInt64(maxDeliver) {
+                if await deadLetter(delivery, EventRejection(.storeFailed, error.description), attempts: deliveries) {
+                    try message.term()
+                } else {
+                    try message.nak(delay: configuration.maxRetryDelay)
+                }
+            } else {
+                try message.nak(delay: configuration.retryDelay(afterDeliveries: deliveries))
+            }
+        } catch {
+            logger.warning("nak failed; the event will be redelivered after AckWait", metadata: ["error": .string(error.description)])
+        }
+    }
+
+    /// Publishes the original body to `dlq.<subject>` with the reason.
+    /// `false` when that failed (the caller must not drop the event).
+    private func deadLetter(_ delivery: Delivery, _ rejection: EventRejection, attempts: UInt64) async -> Bool {
+        let subject = configuration.deadLetterSubject(for: delivery.subject)
+        var headers: NATSHeaders = [
+            "Notify-Error": rejection.reason.rawValue,
+            "Notify-Attempts": String(attempts),
+            "Notify-Detail": Self.headerValue(rejection.detail),
+        ]
+        if let sequence = delivery.streamSequence { headers.append("Notify-Stream-Sequence", String(sequence)) }
+        do {
+            if let jetStream = worker.jetStream, configuration.deadLetterStream != nil {
+                _ = try await jetStream.publish(subject, payload: delivery.payload, headers: headers)
+            } else {
+                try worker.connection.publish(subject, payload: delivery.payload, headers: headers)
+            }
+            metrics.deadLettered()
+            return true
+        } catch {
+            logger.error("dead-lettering failed; the event stays in the stream and is retried", metadata: [
+                "subject": .string(delivery.subject), "reason": .string(rejection.reason.rawValue), "error": .string(error.description),
+            ])
+            return false
+        }
+    }
+
+    /// A header value without line breaks or other control characters.
+    static func headerValue(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.prefix(300).map { $0.properties.generalCategory == .control ? " " : $0 }))
+    }
+
+    // MARK: Helpers
+
+    private func pause() async {
+        failureStreak += 1
+        let delay = min(Duration.milliseconds(100) * (1 << min(failureStreak, 6)), .seconds(5))
+        try? await Task.sleep(for: delay)
+    }
+
+    private func crashIfAsked(_ point: WorkerConfiguration.CrashPoint) {
+        guard configuration.crashPoint == point else { return }
+        logger.critical("crashing on purpose (crash point \(point.rawValue))")
+        kill(getpid(), SIGKILL)
+    }
+}

@@ -1,0 +1,72 @@
+import CoreMetrics
+import Metrics
+
+extension Timer {
+    func record(since started: ContinuousClock.Instant) {
+        let (seconds, attoseconds) = (ContinuousClock.now - started).components
+        recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// The worker's counters and timers (swift-metrics; the executable chooses
+/// the backend, e.g. Prometheus).
+struct WorkerMetrics: Sendable {
+    let received = Counter(label: "notify_events_received_total")
+    let stored = Counter(label: "notify_events_total", dimensions: [("result", "stored")])
+    let duplicate = Counter(label: "notify_events_total", dimensions: [("result", "deduplicated")])
+    let retracted = Counter(label: "notify_events_total", dimensions: [("result", "retracted")])
+    let nothingToRetract = Counter(label: "notify_events_total", dimensions: [("result", "retract_not_found")])
+    let alreadyProcessed = Counter(label: "notify_events_total", dimensions: [("result", "already_processed")])
+    let selfNotification = Counter(label: "notify_events_total", dimensions: [("result", "self_notification")])
+    let rejectedTotal = Counter(label: "notify_events_total", dimensions: [("result", "rejected")])
+    let deadLetters = Counter(label: "notify_dlq_published_total")
+    let redeliveries = Counter(label: "notify_jetstream_redeliveries_total")
+    let storeFailures = Counter(label: "notify_store_failures_total")
+    let published = Counter(label: "notify_user_messages_published_total")
+    let batchSize = Recorder(label: "notify_batch_size", aggregate: true)
+    let batchDuration = Timer(label: "notify_batch_duration_seconds")
+    let storeDuration = Timer(label: "notify_store_transaction_duration_seconds")
+    private let rejected: [RejectionReason: Counter]
+
+    init() {
+        var rejected: [RejectionReason: Counter] = [:]
+        for reason in RejectionReason.allCases {
+            rejected[reason] = Counter(label: "notify_events_rejected_total", dimensions: [("reason", reason.rawValue)])
+        }
+        self.rejected = rejected
+    }
+
+    func received(redelivered: Bool) {
+        received.increment()
+        if redelivered { redeliveries.increment() }
+    }
+
+    func batch(size: Int, since started: ContinuousClock.Instant) {
+        batchSize.record(size)
+        batchDuration.record(since: started)
+    }
+
+    func storeTransaction(since started: ContinuousClock.Instant) {
+        storeDuration.record(since: started)
+    }
+
+    func storeFailed() { storeFailures.increment() }
+    func deadLettered() { deadLetters.increment() }
+    func published(_ count: Int) { published.increment(by: count) }
+
+    func rejected(_ reason: RejectionReason) {
+        rejected[reason]?.increment()
+        rejectedTotal.increment()
+    }
+
+    func record(_ outcome: EventOutcome) {
+        switch outcome {
+        case .created: stored.increment()
+        case .duplicate: duplicate.increment()
+        case .retracted: retracted.increment()
+        case .nothingToRetract: nothingToRetract.increment()
+        case .alreadyProcessed: alreadyProcessed.increment()
+        case .selfNotification: selfNotification.increment()
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import NATS
+
+/// `notify`: the notification service's one executable.
+@main
+struct Notify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "notify",
+        abstract: "Turns NATS events into durable per-user notification feeds.",
+        discussion: """
+            Every setting comes from the environment (see the README) and may be \
+            overridden by the matching flag.
+            """,
+        subcommands: [WorkerCommand.self, PublishCommand.self]
+    )
+}
+
+/// Ends the process with a one-line error on standard error.
+func fail(_ message: String, code: Int32) -> Never {
+    FileHandle.standardError.write(Data("notify: error: \(message)\n".utf8))
+    NATSLibrary.shutdown(timeout: .milliseconds(500))
+    exit(code)
+}
+
+/// Exit status for a setting that cannot be used.
+let exitBadSetting: Int32 = 2
+/// Exit status for a dependency that cannot be reached or opened.
+let exitUnavailable: Int32 = 1

@@ -1,0 +1,61 @@
+import ArgumentParser
+
+/// Flags every command accepts; each overrides its environment variable.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated. [env: NATS_URL, default: nats://127.0.0.1:4222]")
+    var natsURL: String?
+
+    @Option(name: .customLong("nats-creds-file"), help: "A .creds file for NATS authentication (e.g. NGS). [env: NATS_CREDS_FILE]")
+    var natsCredentialsFile: String?
+
+    @Option(name: .customLong("nats-subject"), help: "Subjects the worker consumes. [env: NATS_SUBJECT, default: notifications.>]")
+    var subject: String?
+
+    @Option(name: .customLong("user-subject-prefix"), help: "Prefix of per-user subjects <prefix>.<owner>.notifications. [env: USER_SUBJECT_PREFIX, default: users]")
+    var userSubjectPrefix: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error. [env: LOG_LEVEL, default: info]")
+    var logLevel: String?
+
+    @Option(name: .customLong("environment"), help: "development or production (JSON logs). [env: ENVIRONMENT, default: development]")
+    var environment: String?
+}
+
+/// Flags of the worker.
+struct WorkerOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: "Directory of the embedded store. [env: DATA_DIR, default: ./data]")
+    var dataDirectory: String?
+
+    @Option(name: .customLong("table-name"), help: "Store table name. [env: NOTIF_TABLE_NAME, default: notifications]")
+    var tableName: String?
+
+    @Option(name: .customLong("sqlite-synchronous"), help: "full (survives power loss) or normal (survives a crash). [env: SQLITE_SYNCHRONOUS, default: full]")
+    var synchronous: String?
+
+    @Option(name: .customLong("jetstream"), help: "false: core NATS queue subscription, at-most-once. [env: NATS_JETSTREAM, default: true]")
+    var jetStream: Bool?
+
+    @Option(name: .customLong("stream"), help: "JetStream stream name. [env: NATS_STREAM, default: NOTIFICATIONS]")
+    var streamName: String?
+
+    @Option(name: .customLong("stream-storage"), help: "file or memory. [env: NATS_STREAM_STORAGE, default: file]")
+    var streamStorage: String?
+
+    @Option(name: .customLong("stream-max-age"), help: "Age after which the stream drops events; 0 keeps them. [env: NATS_STREAM_MAX_AGE, default: 7d]")
+    var streamMaxAge: String?
+
+    @Option(name: .customLong("consumer"), help: "Durable consumer shared by all workers. [env: NATS_CONSUMER, default: notification-worker]")
+    var consumerName: String?
+
+    @Option(name: .customLong("ack-wait"), help: "Redelivery after this long without an ack. [env: NATS_ACK_WAIT, default: 30s]")
+    var ackWait: String?
+
+    @Option(name: .customLong("max-deliver"), help: "Deliveries before an event is dead-lettered. [env: NATS_MAX_DELIVER, default: 5]")
+    var maxDeliver: Int?
+
+    @Option(name: .customLong("backoff"), help: "Redelivery delays, e.g. 1s,5s,30s. [env: NATS_BACKOFF]")
+    var backoff: String?
+
+    @Option(name: .customLong("batch-size"), help: "Most events per store transaction. [env: WORKER_BATCH_SIZE, default: 256]")
+    var batchSize: Int?
+}

@@ -1,0 +1,218 @@
+import Foundation
+import NATS
+import Notifications
+import SQLiteStore
+
+/// A setting that cannot be used; the message names the variable or flag.
+struct SettingsError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// Reads settings from the environment, with command-line values taking
+/// precedence, and turns them into typed values with clear errors.
+struct SettingsReader {
+    let environment: [String: String]
+
+    /// The flag's value, else the variable's, else `nil` (empty counts as unset).
+    func raw(_ variable: String, flag: String?) -> String? {
+        if let flag, !flag.isEmpty { return flag }
+        if let value = environment[variable], !value.trimmingCharacters(in: .whitespaces).isEmpty {
+            return value.trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+
+    func string(_ variable: String, flag: String? = nil, default fallback: String) -> String {
+        raw(variable, flag: flag) ?? fallback
+    }
+
+    func integer(_ variable: String, flag: Int? = nil, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
+        let value: Int
+        if let flag {
+            value = flag
+        } else if let text = raw(variable, flag: nil) {
+            guard let parsed = Int(text) else { throw SettingsError(message: "\(variable)='\(text)' is not a whole number") }
+            value = parsed
+        } else {
+            value = fallback
+        }
+        guard range.contains(value) else {
+            throw SettingsError(message: "\(variable)=\(value) is out of range (\(range.lowerBound)–\(range.upperBound))")
+        }
+        return value
+    }
+
+    func bool(_ variable: String, flag: Bool? = nil, default fallback: Bool) throws -> Bool {
+        if let flag { return flag }
+        guard let text = raw(variable, flag: nil) else { return fallback }
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw SettingsError(message: "\(variable)='\(text)' is not a boolean (use true or false)")
+        }
+    }
+
+    func duration(_ variable: String, flag: String? = nil, default fallback: Duration?, allowZero: Bool = false) throws -> Duration? {
+        guard let text = raw(variable, flag: flag) else { return fallback }
+        guard let value = Self.parseDuration(text) else {
+            throw SettingsError(message: "\(variable)='\(text)' is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)")
+        }
+        if value == .zero {
+            guard allowZero else { throw SettingsError(message: "\(variable) must be greater than zero") }
+            return nil
+        }
+        return value
+    }
+
+    func durations(_ variable: String, flag: String? = nil) throws -> [Duration] {
+        guard let text = raw(variable, flag: flag) else { return [] }
+        return try text.split(separator: ",").map { part in
+            let item = part.trimmingCharacters(in: .whitespaces)
+            guard let value = Self.parseDuration(item), value > .zero else {
+                throw SettingsError(message: "\(variable): '\(item)' is not a positive duration (use e.g. 1s,5s,30s)")
+            }
+            return value
+        }
+    }
+
+    func choice<T: RawRepresentable & CaseIterable>(_ variable: String, flag: String? = nil, default fallback: T) throws -> T where T.RawValue == String {
+        guard let text = raw(variable, flag: flag) else { return fallback }
+        guard let value = T(rawValue: text.lowercased()) else {
+            throw SettingsError(message: "\(variable)='\(text)' must be one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return value
+    }
+
+    /// `500ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds.
+    static func parseDuration(_ text: String) -> Duration? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            if suffix == "s", number.hasSuffix("m") { continue }
+            guard let value = Double(number), value >= 0, value.isFinite else { return nil }
+            return .milliseconds(Int64((value * scale * 1000).rounded()))
+        }
+        guard let seconds = Double(text), seconds >= 0, seconds.isFinite else { return nil }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+}
+
+/// Settings every command shares.
+struct CommonSettings {
+    var natsURLs: [String]
+    var natsCredentialsFile: String?
+    var subject: String
+    var userSubjectPrefix: String
+    var logLevel: String
+    var production: Bool
+
+    init(_ reader: SettingsReader, flags: CommonOptions) throws {
+        let urls = reader.string("NATS_URL", flag: flags.natsURL, default: "nats://127.0.0.1:4222")
+        natsURLs = urls.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !natsURLs.isEmpty else { throw SettingsError(message: "NATS_URL is empty") }
+        for url in natsURLs {
+            guard let components = URLComponents(string: url.contains("://") ? url : "nats://" + url),
+                  let scheme = components.scheme, ["nats", "tls", "ws", "wss"].contains(scheme.lowercased()),
+                  let host = components.host, !host.isEmpty
+            else { throw SettingsError(message: "NATS_URL: '\(url)' is not a NATS URL (e.g. nats://127.0.0.1:4222)") }
+        }
+        natsCredentialsFile = reader.raw("NATS_CREDS_FILE", flag: flags.natsCredentialsFile)
+        if let file = natsCredentialsFile, !FileManager.default.isReadableFile(atPath: file) {
+            throw SettingsError(message: "NATS_CREDS_FILE: cannot read '\(file)'")
+        }
+        subject = reader.string("NATS_SUBJECT", flag: flags.subject, default: "notifications.>")
+        guard Self.isValidSubject(subject, wildcards: true) else {
+            throw SettingsError(message: "NATS_SUBJECT: '\(subject)' is not a valid NATS subject")
+        }
+        userSubjectPrefix = reader.string("USER_SUBJECT_PREFIX", flag: flags.userSubjectPrefix, default: "users")
+        guard Self.isValidSubject(userSubjectPrefix, wildcards: false) else {
+            throw SettingsError(message: "USER_SUBJECT_PREFIX: '\(userSubjectPrefix)' is not a valid subject prefix (no wildcards or spaces)")
+        }
+        logLevel = reader.string("LOG_LEVEL", flag: flags.logLevel, default: "info").lowercased()
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
+            throw SettingsError(message: "LOG_LEVEL: '\(logLevel)' must be one of trace, debug, info, warning, error")
+        }
+        let environment = reader.string("ENVIRONMENT", flag: flags.environment, default: "development").lowercased()
+        guard ["development", "production"].contains(environment) else {
+            throw SettingsError(message: "ENVIRONMENT: '\(environment)' must be development or production")
+        }
+        production = environment == "production"
+    }
+
+    /// Dot-separated non-empty tokens without spaces; `*` and a final `>`
+    /// only when `wildcards`.
+    static func isValidSubject(_ subject: String, wildcards: Bool) -> Bool {
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        guard !tokens.isEmpty else { return false }
+        for (index, token) in tokens.enumerated() {
+            guard !token.isEmpty, !token.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else { return false }
+            if token == "*" || token == ">" {
+                guard wildcards, token == "*" || index == tokens.count - 1 else { return false }
+            } else if token.contains("*") || token.contains(">") {
+                return false
+            }
+        }
+        return true
+    }
+
+    var natsOptions: NATSConnectionOptions {
+        NATSConnectionOptions(urls: natsURLs, name: "notify", credentialsFile: natsCredentialsFile)
+    }
+}
+
+/// Settings of the worker.
+struct WorkerSettings {
+    var common: CommonSettings
+    var worker: WorkerConfiguration
+    var dataDirectory: String
+    var tableName: String
+    var synchronous: SQLiteDatabase.Synchronous
+
+    init(_ reader: SettingsReader, common: CommonSettings, flags: WorkerOptions) throws {
+        self.common = common
+        dataDirectory = reader.string("DATA_DIR", flag: flags.dataDirectory, default: "./data")
+        tableName = reader.string("NOTIF_TABLE_NAME", flag: flags.tableName, default: "notifications")
+        let validName = tableName.utf8.count >= 3 && tableName.utf8.count <= 255
+            && tableName.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }
+        guard validName else {
+            throw SettingsError(message: "NOTIF_TABLE_NAME: '\(tableName)' must be 3–255 characters of A–Z, a–z, 0–9, '_', '.', '-'")
+        }
+        synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
+        let useJetStream = try reader.bool("NATS_JETSTREAM", flag: flags.jetStream, default: true)
+        let streamName = reader.string("NATS_STREAM", flag: flags.streamName, default: "NOTIFICATIONS")
+        let consumerName = reader.string("NATS_CONSUMER", flag: flags.consumerName, default: "notification-worker")
+        for (variable, name) in [("NATS_STREAM", streamName), ("NATS_CONSUMER", consumerName)] {
+            guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-".contains($0)) }) else {
+                throw SettingsError(message: "\(variable): '\(name)' may only contain A–Z, a–z, 0–9, '_' and '-'")
+            }
+        }
+        let storage: StreamStorageSetting = try reader.choice("NATS_STREAM_STORAGE", flag: flags.streamStorage, default: .file)
+        let maxAge = try reader.duration("NATS_STREAM_MAX_AGE", flag: flags.streamMaxAge, default: .seconds(7 * 86_400), allowZero: true)
+        let ackWait = try reader.duration("NATS_ACK_WAIT", flag: flags.ackWait, default: .seconds(30))!
+        let maxDeliver = try reader.integer("NATS_MAX_DELIVER", flag: flags.maxDeliver, default: 5, range: 1...1_000)
+        let backoff = try reader.durations("NATS_BACKOFF", flag: flags.backoff)
+        if !backoff.isEmpty, backoff.count >= maxDeliver {
+            throw SettingsError(message: "NATS_BACKOFF has \(backoff.count) delays; NATS_MAX_DELIVER (\(maxDeliver)) must be larger")
+        }
+        let batchSize = try reader.integer("WORKER_BATCH_SIZE", flag: flags.batchSize, default: 256, range: 1...4_096)
+        var crashPoint: WorkerConfiguration.CrashPoint?
+        if let text = reader.raw("NOTIFY_TEST_CRASH_POINT", flag: nil) {
+            guard let point = WorkerConfiguration.CrashPoint(rawValue: text) else {
+                throw SettingsError(message: "NOTIFY_TEST_CRASH_POINT='\(text)' must be after-commit or after-publish")
+            }
+            crashPoint = point
+        }
+        worker = WorkerConfiguration(
+            subject: common.subject, userSubjectPrefix: common.userSubjectPrefix, useJetStream: useJetStream,
+            streamName: streamName, streamStorage: storage.storage, streamMaxAge: maxAge, consumerName: consumerName,
+            ackWait: ackWait, maxDeliver: maxDeliver, backoff: backoff, batchSize: batchSize, crashPoint: crashPoint)
+    }
+
+    var databasePath: String { dataDirectory + "/notify.sqlite" }
+}
+
+enum StreamStorageSetting: String, CaseIterable {
+    case file, memory
+    var storage: StreamConfiguration.Storage { self == .file ? .file : .memory }
+}
