@@ -79,7 +79,7 @@ let package = Package(
         // Tests
         .target(
             name: "TestSupport",
-            dependencies: ["NATS"],
+            dependencies: ["KeyValueStore", "SQLiteStore"],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
@@ -100,7 +100,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NotifyCommandTests",
-            dependencies: ["NATS", "SQLiteStore", "KeyValueStore", "Notifications", "TestSupport"],
+            dependencies: ["notify", "NATS", "SQLiteStore", "KeyValueStore", "Notifications", "TestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

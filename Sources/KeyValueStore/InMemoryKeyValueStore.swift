@@ -49,6 +49,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func putItem(_ item: Item, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
         try validate(item.key)
         let now = clock.now()
@@ -60,6 +61,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func deleteItem(_ key: ItemKey, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
         try validate(key)
         let now = clock.now()
@@ -71,6 +73,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func updateItem(_ key: ItemKey, _ update: Update, condition: Condition?) async throws(KeyValueStoreError) -> Item {
         try validate(key)
         let now = clock.now()

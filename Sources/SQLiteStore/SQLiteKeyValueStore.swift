@@ -97,6 +97,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func putItem(_ item: Item, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
         try Self.validate(item.key)
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
@@ -112,6 +113,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func deleteItem(_ key: ItemKey, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
         try Self.validate(key)
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
@@ -127,6 +129,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         }
     }
 
+    @discardableResult
     public func updateItem(_ key: ItemKey, _ update: Update, condition: Condition?) async throws(KeyValueStoreError) -> Item {
         try Self.validate(key)
         let (sql, ttl, now) = (sql, timeToLive, clock.now())

@@ -1,4 +1,5 @@
 import KeyValueStore
+import TestSupport
 import Testing
 
 /// The behaviour every ``KeyValueStore`` must have, run against each backend.

@@ -1,25 +1,26 @@
-import KeyValueStore
+public import KeyValueStore
 import SQLiteStore
 import Synchronization
-import TestSupport
+public import Testing
 
 /// A clock the test moves by hand.
-final class ManualClock: Sendable {
+public final class ManualClock: Sendable {
     private let seconds: Atomic<Int64>
-    init(_ start: Int64 = 1_800_000_000) { seconds = Atomic(start) }
-    func advance(by delta: Int64) { seconds.add(delta, ordering: .relaxed) }
-    var storeClock: StoreClock { StoreClock { [self] in self.seconds.load(ordering: .relaxed) } }
+    public init(_ start: Int64 = 1_800_000_000) { seconds = Atomic(start) }
+    public func advance(by delta: Int64) { seconds.add(delta, ordering: .relaxed) }
+    public var now: Int64 { seconds.load(ordering: .relaxed) }
+    public var storeClock: StoreClock { StoreClock { [self] in self.seconds.load(ordering: .relaxed) } }
 }
 
 /// Every store implementation the conformance suite runs against.
-enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+public enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case inMemory
     case sqlite
 
-    var testDescription: String { rawValue }
+    public var testDescription: String { rawValue }
 
     /// Runs `body` with a fresh, empty store of this kind.
-    func withStore(
+    public func withStore(
         clock: ManualClock = ManualClock(),
         _ body: (any KeyValueStore) async throws -> Void
     ) async throws {
@@ -42,4 +43,3 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     }
 }
 
-import Testing

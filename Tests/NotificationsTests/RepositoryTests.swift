@@ -1,0 +1,265 @@
+import KeyValueStore
+@testable import Notifications
+import SQLiteStore
+import Testing
+import TestSupport
+
+/// CONTRACT §2 at the repository level, against every store.
+@Suite("Notification repository")
+struct RepositoryTests {
+    static func event(
+        _ kind: String = "post.like", owner: String = "ana", trigger: String = "ben", resource: String = "p1", eventID: String? = nil
+    ) -> IncomingEvent {
+        let kind = EventKind.named(kind)!
+        var fields: [String: String?] = [
+            "owner": EventValidatorTests.s(owner), "trigger_user": EventValidatorTests.s(trigger),
+            "action": String(kind.action), "resource_type": EventValidatorTests.s(kind.resourceType),
+            "resource_id": EventValidatorTests.s(resource),
+        ]
+        fields["event_id"] = eventID.map(EventValidatorTests.q) ?? .some(nil)
+        let body = EventValidatorTests.body(fields)
+        let event = try! EventValidatorTests.validator.validate(subject: "notifications." + kind.name, body: body, now: EventValidatorTests.now).get()
+        return IncomingEvent(event: event, idempotencyKey: eventID.map { "e:" + $0 })
+    }
+
+    static func withRepository(_ backend: Backend, clock: ManualClock = ManualClock(1_765_318_000), _ body: (NotificationRepository) async throws -> Void) async throws {
+        try await backend.withStore(clock: clock) { store in
+            let repository = NotificationRepository(store: store, clockMilliseconds: { clock.now * 1000 })
+            try await body(repository)
+        }
+    }
+
+    static func created(_ outcome: EventOutcome) -> String? {
+        if case .created(let id) = outcome { return id }
+        return nil
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aLikeCreatesOneNotificationAndOneMessage(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let result = try await repository.apply([Self.event(eventID: "e1")])
+            let id = try #require(Self.created(result.outcomes[0]))
+            let outbox = try #require(result.outbox)
+            #expect(outbox.messages.count == 1)
+            #expect(outbox.messages[0].subject == "users.ana.notifications")
+            #expect(String(decoding: outbox.messages[0].body, as: UTF8.self).contains(#""id":"\#(id)""#))
+            let feed = try await repository.feed(owner: "ana", limit: 10)
+            #expect(feed.items.map(\.id) == [id])
+            #expect(feed.items[0].read == false)
+            #expect(feed.next == nil)
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+            #expect(try await repository.pendingOutboxes().map(\.id) == [outbox.id])
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func likingTwiceNotifiesOnce(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let first = try await repository.apply([Self.event(eventID: "e1")])
+            let second = try await repository.apply([Self.event(eventID: "e2")])
+            #expect(Self.created(first.outcomes[0]) != nil)
+            #expect(second.outcomes == [.duplicate])
+            #expect(second.outbox == nil)
+            let inOneBatch = try await repository.apply([Self.event(resource: "p2"), Self.event(resource: "p2")])
+            #expect(Self.created(inOneBatch.outcomes[0]) != nil)
+            #expect(inOneBatch.outcomes[1] == .duplicate)
+            #expect(inOneBatch.outbox?.messages.count == 1)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.count == 2)
+            #expect(try await repository.unreadCount(owner: "ana") == 2)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func unlikeThenLikeMakesANewNotification(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let like = try #require(Self.created(try await repository.apply([Self.event()]).outcomes[0]))
+            let unlike = try await repository.apply([Self.event("post.unlike")])
+            #expect(unlike.outcomes == [.retracted(id: like)])
+            let deleted = try #require(unlike.outbox?.messages.first)
+            #expect(String(decoding: deleted.body, as: UTF8.self) == #"{"type":"notification.deleted","id":"\#(like)"}"#)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.isEmpty)
+            #expect(try await repository.unreadCount(owner: "ana") == 0)
+            let again = try #require(Self.created(try await repository.apply([Self.event()]).outcomes[0]))
+            #expect(again != like)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.map(\.id) == [again])
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func unlikingNothingDoesNothing(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let result = try await repository.apply([Self.event("post.unlike"), Self.event("user.unfollow")])
+            #expect(result.outcomes == [.nothingToRetract, .nothingToRetract])
+            #expect(result.outbox == nil)
+            #expect(try await repository.unreadCount(owner: "ana") == 0)
+            // A retraction only matches its own action key.
+            _ = try await repository.apply([Self.event("comment.like")])
+            #expect(try await repository.apply([Self.event("post.unlike")]).outcomes == [.nothingToRetract])
+            #expect(try await repository.apply([Self.event("post.unlike", trigger: "cy")]).outcomes == [.nothingToRetract])
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aRepeatedEventIDHasNoEffectEvenAfterRetraction(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let first = try await repository.apply([Self.event(eventID: "same")])
+            let id = try #require(Self.created(first.outcomes[0]))
+            #expect(try await repository.apply([Self.event(eventID: "same")]).outcomes == [.alreadyProcessed])
+            #expect(try await repository.apply([Self.event("post.unlike", eventID: "u1")]).outcomes == [.retracted(id: id)])
+            let replay = try await repository.apply([Self.event(eventID: "same")])
+            #expect(replay.outcomes == [.alreadyProcessed])
+            #expect(replay.outbox == nil)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.isEmpty)
+            // The same event id for another owner is another event.
+            #expect(Self.created(try await repository.apply([Self.event(owner: "cy", eventID: "same")]).outcomes[0]) != nil)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aRedeliveredMessageWithoutEventIDIsRecognisedByItsDeliveryKey(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let like = Self.event()
+            let delivery = IncomingEvent(event: like.event, idempotencyKey: IncomingEvent.key(for: like.event, streamCreated: 7, sequence: 41))
+            let id = try #require(Self.created(try await repository.apply([delivery]).outcomes[0]))
+            _ = try await repository.apply([Self.event("post.unlike")])
+            // Without the marker this would create a second notification.
+            #expect(try await repository.apply([delivery]).outcomes == [.alreadyProcessed])
+            let recreatedStream = IncomingEvent(event: like.event, idempotencyKey: IncomingEvent.key(for: like.event, streamCreated: 8, sequence: 41))
+            let other = try #require(Self.created(try await repository.apply([recreatedStream]).outcomes[0]))
+            #expect(other != id)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func likeUnlikeLikeInOneBatchAppliesInOrder(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let result = try await repository.apply([Self.event(), Self.event("post.unlike"), Self.event(), Self.event("post.unlike", resource: "none")])
+            let first = try #require(Self.created(result.outcomes[0]))
+            #expect(result.outcomes[1] == .retracted(id: first))
+            let second = try #require(Self.created(result.outcomes[2]))
+            #expect(result.outcomes[3] == .nothingToRetract)
+            let bodies = try #require(result.outbox).messages.map { String(decoding: $0.body, as: UTF8.self) }
+            #expect(bodies.count == 3)
+            #expect(bodies[0].contains(#""type":"notification.created""#) && bodies[0].contains(first))
+            #expect(bodies[1] == #"{"type":"notification.deleted","id":"\#(first)"}"#)
+            #expect(bodies[2].contains(second))
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.map(\.id) == [second])
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func retractingAReadNotificationLeavesTheUnreadCountAlone(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let id = try #require(Self.created(try await repository.apply([Self.event()]).outcomes[0]))
+            _ = try await repository.apply([Self.event(resource: "p2")])
+            // Mark the first read the way the gateway does: item and counter together.
+            try await repository.store.transactWriteItems([
+                .update(NotificationRepository.notificationKey("ana", id), Update(set: ["read": true]), condition: .equals("read", false)),
+                .update(NotificationRepository.counterKey("ana"), Update(add: ["unread": -1])),
+            ])
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+            #expect(try await repository.apply([Self.event("post.unlike")]).outcomes == [.retracted(id: id)])
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func selfNotificationsStoreNothing(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let result = try await repository.apply([Self.event(owner: "ana", trigger: "ana")])
+            #expect(result.outcomes == [.selfNotification])
+            #expect(result.outbox == nil)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.isEmpty)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func theFeedPagesNewestFirstAndSaysWhenNoOlderItemsExist(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            var ids: [String] = []
+            for index in 0..<7 {
+                ids.append(try #require(Self.created(try await repository.apply([Self.event(resource: "p\(index)")]).outcomes[0])))
+            }
+            _ = try await repository.apply([Self.event(owner: "other", resource: "x")])
+            var seen: [String] = []
+            var before: String?
+            var pages = 0
+            repeat {
+                let page = try await repository.feed(owner: "ana", limit: 3, before: before)
+                seen += page.items.map(\.id)
+                before = page.next
+                pages += 1
+            } while before != nil && pages < 10
+            #expect(seen == ids.reversed())
+            #expect(pages == 3)
+            let exact = try await repository.feed(owner: "ana", limit: 7)
+            #expect(exact.items.count == 7)
+            #expect(exact.next == nil)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func outboxesAreListedOldestFirstAndForgotten(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let first = try #require(try await repository.apply([Self.event(resource: "a")]).outbox)
+            let second = try #require(try await repository.apply([Self.event(resource: "b"), Self.event(owner: "cy", resource: "b")]).outbox)
+            let pending = try await repository.pendingOutboxes()
+            #expect(pending == [first, second])
+            #expect(pending[1].messages.map(\.subject) == ["users.ana.notifications", "users.cy.notifications"])
+            try await repository.deleteOutboxes([first.id])
+            #expect(try await repository.pendingOutboxes() == [second])
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func idempotencyMarkersExpireAfterTheirRetention(backend: Backend) async throws {
+        let clock = ManualClock(1_765_318_000)
+        try await Self.withRepository(backend, clock: clock) { repository in
+            _ = try await repository.apply([Self.event(eventID: "e1")])
+            _ = try await repository.apply([Self.event("post.unlike")])
+            clock.advance(by: 7 * 86_400)
+            #expect(try await repository.apply([Self.event(eventID: "e1")]).outcomes == [.alreadyProcessed])
+            clock.advance(by: 2 * 86_400)
+            #expect(Self.created(try await repository.apply([Self.event(eventID: "e1")]).outcomes[0]) != nil)
+        }
+    }
+
+    /// Two workers on one SQLite file race on the same action key: exactly
+    /// one notification, and the counter agrees.
+    @Test func concurrentWritersCannotBothCreate() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let one = try await SQLiteDatabase.open(.init(path: path))
+            let two = try await SQLiteDatabase.open(.init(path: path))
+            let repositories = [
+                NotificationRepository(store: try await SQLiteKeyValueStore(database: one, tableName: "notifications")),
+                NotificationRepository(store: try await SQLiteKeyValueStore(database: two, tableName: "notifications")),
+            ]
+            let outcomes = try await withThrowingTaskGroup(of: [EventOutcome].self) { group in
+                for (index, repository) in repositories.enumerated() {
+                    group.addTask {
+                        var outcomes: [EventOutcome] = []
+                        for round in 0..<50 {
+                            let batch = (0..<10).map { Self.event(owner: "o\($0)", resource: "r\(round)", eventID: "w\(index)-\(round)-\($0)") }
+                            outcomes += try await repository.apply(batch).outcomes
+                        }
+                        return outcomes
+                    }
+                }
+                var all: [EventOutcome] = []
+                for try await part in group { all += part }
+                return all
+            }
+            #expect(outcomes.compactMap(Self.created).count == 500)
+            #expect(outcomes.filter { $0 == .duplicate }.count == 500)
+            for owner in 0..<10 {
+                #expect(try await repositories[0].feed(owner: "o\(owner)", limit: 100).items.count == 50)
+                #expect(try await repositories[1].unreadCount(owner: "o\(owner)") == 50)
+            }
+            await one.close()
+            await two.close()
+        }
+    }
+}
