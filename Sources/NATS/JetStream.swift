@@ -73,8 +73,13 @@ public struct ConsumerInfo: Sendable, Hashable {
     public let numPending: UInt64
     /// Messages delivered and not yet acknowledged.
     public let numAckPending: Int64
+    /// Messages redelivered and not yet acknowledged.
     public let numRedelivered: Int64
     public let numWaiting: Int64
+    /// Consumer sequence of the last delivery (each redelivery counts).
+    public let deliveredConsumerSequence: UInt64
+    /// Consumer sequence up to which everything is acknowledged.
+    public let ackFloorConsumerSequence: UInt64
 }
 
 /// The server's acknowledgement of a JetStream publish.
@@ -323,6 +328,8 @@ extension ConsumerInfo {
         numAckPending = info.pointee.NumAckPending
         numRedelivered = info.pointee.NumRedelivered
         numWaiting = info.pointee.NumWaiting
+        deliveredConsumerSequence = info.pointee.Delivered.Consumer
+        ackFloorConsumerSequence = info.pointee.AckFloor.Consumer
     }
 }
 

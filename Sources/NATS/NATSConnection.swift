@@ -69,6 +69,8 @@ final class ConnectionCallbacks: Sendable {
     let events: AsyncStream<NATSConnectionEvent>
     let continuation: AsyncStream<NATSConnectionEvent>.Continuation
     let reconnects = Atomic<Int>(0)
+    /// Set by ``NATSConnection/close()``: the disconnect that follows is ours.
+    let closing = Atomic<Bool>(false)
     let minDelayMilliseconds: Int64
     let maxDelayMilliseconds: Int64
 
@@ -145,7 +147,8 @@ public final class NATSConnection: @unchecked Sendable {
         }
         if status == NATS_OK {
             status = natsOptions_SetDisconnectedCB(opts, { _, closure in
-                connectionCallbacks(closure)?.continuation.yield(.disconnected)
+                guard let callbacks = connectionCallbacks(closure), !callbacks.closing.load(ordering: .relaxed) else { return }
+                callbacks.continuation.yield(.disconnected)
             }, closure)
         }
         if status == NATS_OK {
@@ -241,6 +244,7 @@ public final class NATSConnection: @unchecked Sendable {
     /// ``NATSError/Code/connectionClosed``.
     public func close() async {
         try? await flush(timeout: .seconds(2))
+        callbacks.closing.store(true, ordering: .relaxed)
         natsConnection_Close(handle)
     }
 }

@@ -19,8 +19,19 @@ struct Notify: AsyncParsableCommand {
 /// Ends the process with a one-line error on standard error.
 func fail(_ message: String, code: Int32) -> Never {
     FileHandle.standardError.write(Data("notify: error: \(message)\n".utf8))
-    NATSLibrary.shutdown(timeout: .milliseconds(500))
     exit(code)
+}
+
+/// Runs `body`, then releases nats.c's library resources. Every NATS object
+/// must be created inside `body` so that all are gone when it returns.
+func withNATSLibrary(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        NATSLibrary.shutdown()
+        throw error
+    }
+    NATSLibrary.shutdown()
 }
 
 /// Exit status for a setting that cannot be used.

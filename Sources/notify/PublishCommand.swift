@@ -61,6 +61,10 @@ struct PublishCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("notify: warning: the worker will dead-letter this event (\(rejection))\n".utf8))
         }
 
+        try await withNATSLibrary { try await publish(body, headers: natsHeaders, settings: settings) }
+    }
+
+    private func publish(_ body: [UInt8], headers natsHeaders: NATSHeaders, settings: CommonSettings) async throws {
         let connection: NATSConnection
         do {
             connection = try await NATSConnection.connect(settings.natsOptions)
@@ -82,6 +86,5 @@ struct PublishCommand: AsyncParsableCommand {
             fail(error.description, code: exitUnavailable)
         }
         await connection.close()
-        NATSLibrary.shutdown()
     }
 }

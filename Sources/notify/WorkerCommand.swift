@@ -29,8 +29,10 @@ struct WorkerCommand: AsyncParsableCommand {
             fail("\(error)", code: exitBadSetting)
         }
         LogSetup.bootstrap(level: settings.common.logLevel, production: settings.common.production)
-        let logger = Logger(label: "notify")
+        try await withNATSLibrary { try await Self.run(settings, logger: Logger(label: "notify")) }
+    }
 
+    private static func run(_ settings: WorkerSettings, logger: Logger) async throws {
         let runtime = try await Runtime.start(settings, logger: logger)
         let worker: NotificationWorker
         do {
@@ -106,10 +108,9 @@ struct Runtime {
         return Runtime(connection: connection, database: database, store: store, repository: repository, logger: logger)
     }
 
-    /// Closes the store, then NATS, then nats.c itself.
+    /// Closes the store, then NATS.
     func close() async {
         await database.close()
         await connection.close()
-        NATSLibrary.shutdown()
     }
 }

@@ -51,16 +51,6 @@ final class Inbox: Sendable {
     }
 }
 
-/// Polls `condition` until it holds or the timeout passes.
-func eventually(timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
-
 /// A store that fails every transaction touching one owner's partition:
 /// the real SQLite store underneath, with a fault injected in front.
 struct FaultInjectingStore: KeyValueStore {

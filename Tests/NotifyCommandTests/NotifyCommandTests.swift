@@ -1,0 +1,204 @@
+import Foundation
+import KeyValueStore
+import NATS
+import Notifications
+import SQLiteStore
+import Testing
+import TestSupport
+
+/// The `notify` executable as users run it.
+@Suite("notify command", .serialized)
+struct NotifyCommandTests {
+    /// The `notify` binary built next to this test bundle.
+    static let executable: String = {
+        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
+        while directory.path != "/" {
+            let candidate = directory.appendingPathComponent("notify").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        return "notify"
+    }()
+
+    static func environment(_ server: NATSServer?, data: TemporaryDirectory, _ extra: [String: String] = [:]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["NATS_URL"] = server?.url ?? "nats://127.0.0.1:1"
+        environment["DATA_DIR"] = data.file("data")
+        environment["NATS_STREAM_STORAGE"] = "memory"
+        environment["NATS_ACK_WAIT"] = "2s"
+        environment["LOG_LEVEL"] = "info"
+        for (key, value) in extra { environment[key] = value }
+        return environment
+    }
+
+    static func run(_ arguments: [String], environment: [String: String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
+        let process = try ChildProcess.spawn(executable, arguments: arguments, environment: environment, outputPath: directory.file("run-\(UUID().uuidString).log"))
+        let status = try await process.wait(timeout: .seconds(30))
+        return (status, process.output)
+    }
+
+    static let like = #"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"p1","created_at":1765318000}"#
+
+    // MARK: Configuration and start-up errors
+
+    @Test func helpListsTheCommands() async throws {
+        try await withTemporaryDirectory { directory in
+            let (status, output) = try await Self.run(["--help"], environment: Self.environment(nil, data: directory), in: directory)
+            #expect(status == 0)
+            #expect(output.contains("worker") && output.contains("publish"))
+            let workerHelp = try await Self.run(["worker", "--help"], environment: Self.environment(nil, data: directory), in: directory)
+            #expect(workerHelp.status == 0)
+            #expect(workerHelp.output.contains("NATS_URL") && workerHelp.output.contains("DATA_DIR"))
+        }
+    }
+
+    @Test(arguments: [
+        ("NATS_ACK_WAIT", "3x"), ("NATS_MAX_DELIVER", "zero"), ("NATS_URL", "http://example.com"), ("NATS_SUBJECT", "a..b"),
+        ("USER_SUBJECT_PREFIX", "users.>"), ("LOG_LEVEL", "loud"), ("ENVIRONMENT", "staging"), ("NOTIF_TABLE_NAME", "x"),
+        ("SQLITE_SYNCHRONOUS", "off"), ("NATS_JETSTREAM", "maybe"), ("NATS_CREDS_FILE", "/nonexistent/user.creds"),
+        ("NATS_BACKOFF", "1s,5s,10s,20s,40s"),
+    ])
+    func aBadSettingIsAOneLineErrorNamingIt(variable: String, value: String) async throws {
+        try await withTemporaryDirectory { directory in
+            let (status, output) = try await Self.run(["worker"], environment: Self.environment(nil, data: directory, [variable: value]), in: directory)
+            #expect(status == 2)
+            let lines = output.split(separator: "\n")
+            #expect(lines.count == 1)
+            #expect(lines.first?.hasPrefix("notify: error: ") == true)
+            #expect(output.contains(variable))
+        }
+    }
+
+    @Test func unreachableNATSIsAOneLineErrorAndExitStatus1() async throws {
+        try await withTemporaryDirectory { directory in
+            let (status, output) = try await Self.run(["worker"], environment: Self.environment(nil, data: directory), in: directory)
+            #expect(status == 1)
+            #expect(output.split(separator: "\n").count == 1)
+            #expect(output.contains("NATS_URL") && output.contains("127.0.0.1:1"))
+        }
+    }
+
+    @Test func aForeignFileInDataDirIsRefusedAndKept() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                try FileManager.default.createDirectory(atPath: directory.file("data"), withIntermediateDirectories: true)
+                let path = directory.file("data/notify.sqlite")
+                try Data("definitely not sqlite, but long enough to look like a header........................................".utf8).write(to: URL(fileURLWithPath: path))
+                let before = try Data(contentsOf: URL(fileURLWithPath: path))
+                let (status, output) = try await Self.run(["worker"], environment: Self.environment(server, data: directory), in: directory)
+                #expect(status == 1)
+                #expect(output.contains("not a readable notify store"))
+                #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+            }
+        }
+    }
+
+    // MARK: publish
+
+    @Test func publishPrintsTheJetStreamAckAndWarnsAboutEventsTheWorkerWouldReject() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+                let jetStream = try JetStream(connection: connection)
+                _ = try await jetStream.ensureStream(StreamConfiguration(name: "NOTIFICATIONS", subjects: ["notifications.>"], storage: .memory))
+                let environment = Self.environment(server, data: directory)
+                let first = try await Self.run(["publish", "notifications.post.like", Self.like], environment: environment, in: directory)
+                #expect(first.status == 0)
+                #expect(first.output.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"stream":"NOTIFICATIONS","seq":1,"duplicate":false}"#)
+
+                let stdinFile = directory.file("event.json")
+                try Data("{\"owner\":\"a.b\"}".utf8).write(to: URL(fileURLWithPath: stdinFile))
+                let viaStdin = try await Self.runWithStdin(["publish", "notifications.post.like"], stdin: stdinFile, environment: environment, in: directory)
+                #expect(viaStdin.status == 0)
+                #expect(viaStdin.output.contains("warning: the worker will dead-letter this event (missing_field"))
+                #expect(viaStdin.output.contains(#""seq":2"#))
+
+                let nowhere = try await Self.run(["publish", "elsewhere.thing", "{}"], environment: environment, in: directory)
+                #expect(nowhere.status == 1)
+                #expect(nowhere.output.contains("no JetStream stream captures this subject"))
+                let core = try await Self.run(["publish", "--core", "elsewhere.thing", "{}"], environment: environment, in: directory)
+                #expect(core.status == 0)
+                let bad = try await Self.run(["publish", "not a subject", "{}"], environment: environment, in: directory)
+                #expect(bad.status == 2)
+                #expect(try await jetStream.streamInfo("NOTIFICATIONS")?.messages == 2)
+                await connection.close()
+            }
+        }
+    }
+
+    static func runWithStdin(_ arguments: [String], stdin: String, environment: [String: String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
+        let script = "exec \"$0\" \"$@\" < " + stdin
+        let process = try ChildProcess.spawn("/bin/sh", arguments: ["-c", script, executable] + arguments, environment: environment, outputPath: directory.file("run-\(UUID().uuidString).log"))
+        let status = try await process.wait(timeout: .seconds(30))
+        return (status, process.output)
+    }
+
+    // MARK: Running and crashing
+
+    @Test func sigtermStopsTheWorkerWithStatus0() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let worker = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: Self.environment(server, data: directory), outputPath: directory.file("worker.log"))
+                try await worker.waitForOutput(containing: "worker running")
+                worker.signal(SIGTERM)
+                #expect(try await worker.wait(timeout: .seconds(10)) == 0)
+                #expect(worker.output.contains("worker stopped"))
+            }
+        }
+    }
+
+    /// Kill the worker between commit and ack (and between publish and ack):
+    /// after a restart the event is stored once, its message is published
+    /// once, and nothing is left pending.
+    @Test(arguments: ["after-commit", "after-publish"])
+    func aWorkerKilledBeforeItsAckLosesNothingAndDuplicatesNothing(crashPoint: String) async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let observer = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+                let users = try observer.subscribe("users.>")
+                try await observer.flush()
+                let environment = Self.environment(server, data: directory)
+
+                let doomed = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: Self.environment(server, data: directory, ["NOTIFY_TEST_CRASH_POINT": crashPoint]), outputPath: directory.file("doomed.log"))
+                try await doomed.waitForOutput(containing: "worker running")
+                let published = try await Self.run(["publish", "notifications.post.like", Self.like], environment: environment, in: directory)
+                #expect(published.status == 0)
+                #expect(try await doomed.wait(timeout: .seconds(20)) == 128 + SIGKILL)
+                #expect(doomed.output.contains("crashing on purpose"))
+
+                let survivor = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: environment, outputPath: directory.file("survivor.log"))
+                try await survivor.waitForOutput(containing: "worker running")
+                // AckWait is 2 s: wait until the redelivery (consumer sequence 2)
+                // was made and acknowledged.
+                let jetStream = try JetStream(connection: observer)
+                let drained = await eventually(timeout: .seconds(15)) {
+                    guard let info = try? await jetStream.consumerInfo(stream: "NOTIFICATIONS", name: "notification-worker") else { return false }
+                    return info.numPending == 0 && info.numAckPending == 0 && info.ackFloorConsumerSequence >= 2
+                }
+                #expect(drained)
+                try await Task.sleep(for: .milliseconds(300))
+                users.unsubscribe()
+                var bodies: [String] = []
+                for await message in users { bodies.append(String(decoding: message.payload, as: UTF8.self)) }
+                let created = bodies.filter { $0.contains("notification.created") }
+                if crashPoint == "after-commit" {
+                    #expect(created.count == 1, "published once, from the outbox the crash left")
+                    #expect(survivor.output.contains("published an outbox left from before"))
+                } else {
+                    #expect(created.count == 1, "published before the crash, not again")
+                }
+                survivor.signal(SIGTERM)
+                #expect(try await survivor.wait(timeout: .seconds(10)) == 0)
+
+                let database = try await SQLiteDatabase.open(.init(path: directory.file("data/notify.sqlite")))
+                let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+                #expect(try await repository.feed(owner: "ana", limit: 10).items.count == 1)
+                #expect(try await repository.unreadCount(owner: "ana") == 1)
+                #expect(try await repository.pendingOutboxes().isEmpty)
+                await database.close()
+                await observer.close()
+            }
+        }
+    }
+}
