@@ -69,6 +69,7 @@ let package = Package(
             name: "NotifyBenchmark",
             dependencies: [
                 "NATS",
+                "KeyValueStore",
                 "SQLiteStore",
                 "Notifications",
                 .product(name: "Logging", package: "swift-log"),

@@ -41,7 +41,7 @@ public enum AttributeValue: Sendable {
 extension AttributeValue: Hashable {
     public static func == (lhs: AttributeValue, rhs: AttributeValue) -> Bool {
         switch (lhs, rhs) {
-        case (.string(let a), .string(let b)): return a.utf8.elementsEqual(b.utf8)
+        case (.string(let a), .string(let b)): return utf8Equal(a, b)
         case (.integer(let a), .integer(let b)): return a == b
         case (.double(let a), .double(let b)): return a == b
         case (.bool(let a), .bool(let b)): return a == b
@@ -55,9 +55,9 @@ extension AttributeValue: Hashable {
 
     public func hash(into hasher: inout Hasher) {
         switch self {
-        case .string(let value):
+        case .string(var value):
             hasher.combine(0)
-            for byte in value.utf8 { hasher.combine(byte) }
+            value.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
         case .integer(let value): hasher.combine(1); hasher.combine(value)
         case .double(let value): hasher.combine(2); hasher.combine(value)
         case .bool(let value): hasher.combine(3); hasher.combine(value)

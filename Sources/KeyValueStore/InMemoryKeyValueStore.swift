@@ -31,13 +31,13 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         if key.sort.isEmpty { throw .validation("the sort key of \(key) is empty") }
     }
 
-    public func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? {
+    public func getItem(_ key: ItemKey, consistentRead: Bool) async throws(KeyValueStoreError) -> Item? {
         try validate(key)
         let now = clock.now()
         return state.withLock { live($0.partitions[key.partition]?[key], now: now) }
     }
 
-    public func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item] {
+    public func batchGetItems(_ keys: [ItemKey], consistentRead: Bool) async throws(KeyValueStoreError) -> [ItemKey: Item] {
         for key in keys { try validate(key) }
         let now = clock.now()
         return state.withLock { state in

@@ -14,17 +14,19 @@ public struct ItemKey: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 
     public static func == (lhs: ItemKey, rhs: ItemKey) -> Bool {
-        lhs.partition.utf8.elementsEqual(rhs.partition.utf8) && lhs.sort.utf8.elementsEqual(rhs.sort.utf8)
+        utf8Equal(lhs.partition, rhs.partition) && utf8Equal(lhs.sort, rhs.sort)
     }
 
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(partition.utf8.count)
-        for byte in partition.utf8 { hasher.combine(byte) }
-        for byte in sort.utf8 { hasher.combine(byte) }
+        var partition = partition
+        var sort = sort
+        partition.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        hasher.combine(0xFF as UInt8)  // never part of UTF-8: separates the two keys
+        sort.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
     }
 
     public static func < (lhs: ItemKey, rhs: ItemKey) -> Bool {
-        if !lhs.partition.utf8.elementsEqual(rhs.partition.utf8) {
+        if !utf8Equal(lhs.partition, rhs.partition) {
             return lhs.partition.utf8.lexicographicallyPrecedes(rhs.partition.utf8)
         }
         return lhs.sort.utf8.lexicographicallyPrecedes(rhs.sort.utf8)
@@ -74,3 +76,22 @@ public struct TimeToLive: Sendable, Hashable {
         return expiry <= now
     }
 }
+
+/// Byte-wise equality of two strings' UTF-8 (not Unicode canonical equivalence).
+func utf8Equal(_ lhs: String, _ rhs: String) -> Bool {
+    var lhs = lhs
+    var rhs = rhs
+    return lhs.withUTF8 { left in
+        rhs.withUTF8 { right in
+            left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0)
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

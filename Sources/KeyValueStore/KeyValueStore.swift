@@ -16,10 +16,14 @@ import Darwin
 /// reference, and a DynamoDB backend.
 public protocol KeyValueStore: Sendable {
     /// The item at `key`, or `nil` when absent or expired.
-    func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item?
+    ///
+    /// - Parameter consistentRead: as in DynamoDB, read what the latest
+    ///   write left, even right after it. Stores whose reads are always
+    ///   consistent may use it to pick the cheaper path.
+    func getItem(_ key: ItemKey, consistentRead: Bool) async throws(KeyValueStoreError) -> Item?
 
     /// The items that exist among `keys` (`BatchGetItem`), keyed by key.
-    func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item]
+    func batchGetItems(_ keys: [ItemKey], consistentRead: Bool) async throws(KeyValueStoreError) -> [ItemKey: Item]
 
     /// Writes `item` when `condition` holds; returns the replaced item.
     @discardableResult
@@ -49,6 +53,14 @@ public protocol KeyValueStore: Sendable {
 }
 
 extension KeyValueStore {
+    public func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? {
+        try await getItem(key, consistentRead: false)
+    }
+
+    public func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item] {
+        try await batchGetItems(keys, consistentRead: false)
+    }
+
     @discardableResult
     public func putItem(_ item: Item) async throws(KeyValueStoreError) -> Item? {
         try await putItem(item, condition: nil)

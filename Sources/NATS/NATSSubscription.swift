@@ -45,6 +45,8 @@ final class SubscriptionBuffer: Sendable {
 
     var dropped: Int { state.withLock { $0.dropped } }
 
+    var isEmpty: Bool { state.withLock { $0.count == 0 } }
+
     /// Up to `max` buffered messages; waits for the first. Empty when the
     /// subscription has ended (or the task was cancelled) and nothing is left.
     func next(max: Int) async -> [NATSMessage] {
@@ -145,6 +147,9 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
 
     /// Messages dropped because the reader fell behind.
     public var droppedMessages: Int { buffer.dropped }
+
+    /// Whether no message is waiting to be read.
+    public var isIdle: Bool { buffer.isEmpty }
 
     /// Up to `max` messages: what is buffered, or the next one to arrive.
     /// Empty once the subscription has ended and everything was read.

@@ -43,6 +43,49 @@ public struct OutboxBatch: Sendable, Hashable {
     public let messages: [OutboundMessage]
 }
 
+/// What the stored outbox keeps of each message: which notification was
+/// created or deleted. Bodies are rebuilt from the notification items, so
+/// the outbox costs a few bytes per message, not a copy of each record.
+struct OutboxReference: Sendable, Hashable {
+    enum Kind: UInt8 { case created = 0x63, deleted = 0x64 }  // "c", "d"
+    let kind: Kind
+    let owner: String
+    let id: String
+
+    static func encode(_ references: [OutboxReference]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(references.count * 48)
+        for reference in references {
+            bytes.append(reference.kind.rawValue)
+            bytes.append(UInt8(reference.owner.utf8.count))  // user ids are at most 128 bytes
+            bytes.append(contentsOf: reference.owner.utf8)
+            bytes.append(UInt8(reference.id.utf8.count))
+            bytes.append(contentsOf: reference.id.utf8)
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> [OutboxReference]? {
+        var references: [OutboxReference] = []
+        var index = 0
+        func text() -> String? {
+            guard index < bytes.count else { return nil }
+            let count = Int(bytes[index])
+            index += 1
+            guard index + count <= bytes.count else { return nil }
+            defer { index += count }
+            return String(decoding: bytes[index..<index + count], as: UTF8.self)
+        }
+        while index < bytes.count {
+            guard let kind = Kind(rawValue: bytes[index]) else { return nil }
+            index += 1
+            guard let owner = text(), let id = text() else { return nil }
+            references.append(OutboxReference(kind: kind, owner: owner, id: id))
+        }
+        return references
+    }
+}
+
 /// The result of ``NotificationRepository/apply(_:)``.
 public struct BatchResult: Sendable {
     /// One outcome per event, in order.
@@ -113,11 +156,14 @@ public struct NotificationRepository: Sendable {
 
     /// Applies `events` in order in one transaction and returns what each
     /// did and the outbox to publish.
-    public func apply(_ events: [IncomingEvent]) async throws(KeyValueStoreError) -> BatchResult {
+    ///
+    /// - Parameter publishedOutboxes: ids of outboxes already published,
+    ///   deleted in the same transaction (saves a commit per batch).
+    public func apply(_ events: [IncomingEvent], publishedOutboxes: [String] = []) async throws(KeyValueStoreError) -> BatchResult {
         var attempt = 1
         while true {
             do {
-                return try await applyOnce(events)
+                return try await applyOnce(events, publishedOutboxes: publishedOutboxes)
             } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
                 // Another writer changed an item we read: read again, re-plan.
                 attempt += 1
@@ -125,7 +171,7 @@ public struct NotificationRepository: Sendable {
         }
     }
 
-    private func applyOnce(_ events: [IncomingEvent]) async throws(KeyValueStoreError) -> BatchResult {
+    private func applyOnce(_ events: [IncomingEvent], publishedOutboxes: [String]) async throws(KeyValueStoreError) -> BatchResult {
         let now = clock()
         var plan = BatchPlan()
 
@@ -137,7 +183,7 @@ public struct NotificationRepository: Sendable {
             keys.insert(Self.actionKey(owner, incoming.event.actionKey))
             if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
         }
-        plan.record(read: keys, found: try await store.batchGetItems(Array(keys)))
+        plan.record(read: keys, found: try await store.batchGetItems(Array(keys), consistentRead: true))
         var retracted = Set<ItemKey>()
         for incoming in events where incoming.event.kind.effect == .retract {
             let pointer = Self.actionKey(incoming.event.owner, incoming.event.actionKey)
@@ -147,12 +193,13 @@ public struct NotificationRepository: Sendable {
         }
         retracted.subtract(plan.readKeys)
         if !retracted.isEmpty {
-            plan.record(read: retracted, found: try await store.batchGetItems(Array(retracted)))
+            plan.record(read: retracted, found: try await store.batchGetItems(Array(retracted), consistentRead: true))
         }
 
         var outcomes: [EventOutcome] = []
         outcomes.reserveCapacity(events.count)
         var messages: [OutboundMessage] = []
+        var references: [OutboxReference] = []
         let markerExpiry: [String: AttributeValue] = [
             "expires_at": .integer(now / 1000 + idempotencyRetention.components.seconds),
         ]
@@ -180,6 +227,7 @@ public struct NotificationRepository: Sendable {
                     plan.set(pointer, Item(key: pointer, attributes: ["id": .string(id)]))
                     plan.addUnread(event.owner, 1)
                     messages.append(.created(record, prefix: userSubjectPrefix))
+                    references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                     outcomes.append(.created(id: id))
                 }
             case .retract:
@@ -191,6 +239,7 @@ public struct NotificationRepository: Sendable {
                     }
                     plan.set(pointer, nil)
                     messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
+                    references.append(OutboxReference(kind: .deleted, owner: event.owner, id: id))
                     outcomes.append(.retracted(id: id))
                 } else {
                     outcomes.append(.nothingToRetract)
@@ -202,10 +251,13 @@ public struct NotificationRepository: Sendable {
         }
 
         var actions = plan.actions(counterKey: Self.counterKey)
+        for id in publishedOutboxes {
+            actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
+        }
         var outbox: OutboxBatch?
         if !messages.isEmpty {
             let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
-            actions.append(.put(Self.outboxItem(batch), condition: .itemNotExists))
+            actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
             outbox = batch
         }
         if !actions.isEmpty {
@@ -216,33 +268,39 @@ public struct NotificationRepository: Sendable {
 
     // MARK: Outbox
 
-    static func outboxItem(_ batch: OutboxBatch) -> Item {
-        let messages: [AttributeValue] = batch.messages.map { .list([.string($0.subject), .binary($0.body)]) }
-        return Item(key: ItemKey(partition: outboxPartition, sort: batch.id), attributes: ["messages": .list(messages)])
+    static func outboxItem(id: String, _ references: [OutboxReference]) -> Item {
+        Item(key: ItemKey(partition: outboxPartition, sort: id), attributes: ["refs": .binary(OutboxReference.encode(references))])
     }
 
-    static func outboxBatch(_ item: Item) -> OutboxBatch? {
-        guard case .list(let entries)? = item["messages"] else { return nil }
-        var messages: [OutboundMessage] = []
-        for entry in entries {
-            guard case .list(let parts) = entry, parts.count == 2, let subject = parts[0].stringValue, let body = parts[1].binaryValue
-            else { return nil }
-            messages.append(OutboundMessage(subject: subject, body: body))
-        }
-        return OutboxBatch(id: item.key.sort, messages: messages)
-    }
-
-    /// Outbox batches not yet published, oldest first (at most `limit`).
+    /// Outbox batches not yet published, oldest first (at most `limit`),
+    /// with their bodies rebuilt from the notifications. A created message
+    /// whose notification is gone is left out: a later deleted message
+    /// (in this outbox or another) covers it.
     public func pendingOutboxes(limit: Int = 1_000) async throws(KeyValueStoreError) -> [OutboxBatch] {
         let page = try await store.query(Query(partition: Self.outboxPartition, limit: limit))
-        var batches: [OutboxBatch] = []
+        var pending: [(String, [OutboxReference])] = []
+        var keys: [ItemKey] = []
         for item in page.items {
-            guard let batch = Self.outboxBatch(item) else {
+            guard let bytes = item["refs"]?.binaryValue, let references = OutboxReference.decode(bytes) else {
                 throw KeyValueStoreError(code: .corrupt, message: "outbox item \(item.key) cannot be read")
             }
-            batches.append(batch)
+            pending.append((item.key.sort, references))
+            keys += references.filter { $0.kind == .created }.map { Self.notificationKey($0.owner, $0.id) }
         }
-        return batches
+        let notifications = try await store.batchGetItems(keys, consistentRead: true)
+        return pending.map { id, references in
+            let messages = references.compactMap { reference -> OutboundMessage? in
+                switch reference.kind {
+                case .deleted:
+                    return .deleted(id: reference.id, owner: reference.owner, prefix: userSubjectPrefix)
+                case .created:
+                    guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
+                          let record = NotificationRecord(attributes: item.attributes) else { return nil }
+                    return .created(record, prefix: userSubjectPrefix)
+                }
+            }
+            return OutboxBatch(id: id, messages: messages)
+        }
     }
 
     /// Forgets published outbox batches.

@@ -99,6 +99,9 @@ public struct NotificationWorker: Service, CustomStringConvertible {
     public var description: String { "NotificationWorker(\(configuration.subject))" }
 
     public func run() async throws {
+        // Services start after the group traps its signals: from here a
+        // SIGTERM is a graceful shutdown.
+        logger.info("worker running", metadata: ["nats": .string(connection.connectedURL ?? "-")])
         let loop = WorkerLoop(self)
         switch source {
         case .jetStream(let subscription, let streamCreated):
@@ -116,7 +119,7 @@ public struct NotificationWorker: Service, CustomStringConvertible {
 }
 
 /// One message as the pipeline sees it, whichever way it arrived.
-enum Delivery {
+enum Delivery: Sendable {
     case jetStream(JetStreamMessage, streamCreated: Int64)
     case core(NATSMessage)
 
@@ -176,23 +179,43 @@ final class WorkerLoop {
     // MARK: Loops
 
     func runJetStream(_ subscription: PullSubscription, streamCreated: Int64) async {
+        let (validator, batchSize, fetchWait) = (worker.validator, configuration.batchSize, configuration.fetchWait)
+        /// Fetches and validates the next batch; runs while the previous
+        /// batch is being committed.
+        func fetchNext() -> Task<[Prepared], any Error> {
+            Task {
+                let messages = try await subscription.fetch(maxMessages: batchSize, maxWait: fetchWait)
+                return Self.prepare(messages.map { .jetStream($0, streamCreated: streamCreated) }, validator: validator)
+            }
+        }
+        var next: Task<[Prepared], any Error>?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             guard await outboxIsClear() else { continue }
-            let messages: [JetStreamMessage]
+            let current = next ?? fetchNext()
+            next = nil
+            let batch: [Prepared]
             do {
-                messages = try await subscription.fetch(maxMessages: configuration.batchSize, maxWait: configuration.fetchWait)
+                batch = try await current.value
             } catch {
-                logger.error("fetching events failed; retrying", metadata: ["error": .string(error.description)])
+                logger.error("fetching events failed; retrying", metadata: ["error": .string("\(error)")])
                 await pause()
                 continue
             }
             failureStreak = 0
-            guard !messages.isEmpty else { continue }
-            let failed = await process(messages.map { .jetStream($0, streamCreated: streamCreated) })
+            guard !batch.isEmpty else {
+                if !undeleted.isEmpty { await deleteOutboxes() }
+                continue
+            }
+            if !Task.isShuttingDownGracefully { next = fetchNext() }
+            let failed = await commit(batch)
             for (delivery, error) in failed {
                 guard case .jetStream(let message, _) = delivery else { continue }
                 await retryLater(message, delivery: delivery, error: error)
             }
+        }
+        // Hand back what was fetched ahead, so another worker takes it at once.
+        if let next, let prefetched = try? await next.value {
+            for case .jetStream(let message, _) in prefetched.map(\.delivery) { try? message.nak() }
         }
     }
 
@@ -201,42 +224,69 @@ final class WorkerLoop {
             guard await outboxIsClear() else { continue }
             let messages = await subscription.nextBatch(max: configuration.batchSize)
             if messages.isEmpty { return }  // drained at shutdown
-            var failed = await process(messages.map { .core($0) })
+            var failed = await commit(Self.prepare(messages.map { .core($0) }, validator: worker.validator))
             // No redelivery in core NATS: retry here, then dead-letter.
             var attempt: UInt64 = 1
             while !failed.isEmpty, attempt < UInt64(max(configuration.consumer.maxDeliver, 1)) {
                 try? await Task.sleep(for: configuration.retryDelay(afterDeliveries: attempt))
                 attempt += 1
-                failed = await process(failed.map(\.0))
+                failed = await commit(Self.prepare(failed.map(\.0), validator: worker.validator))
             }
             for (delivery, error) in failed {
                 _ = await deadLetter(delivery, EventRejection(.storeFailed, error.description), attempts: attempt)
             }
+            if !undeleted.isEmpty, subscription.isIdle { await deleteOutboxes() }
         }
     }
 
     // MARK: One batch
 
-    /// Validates, stores, publishes and settles; returns the deliveries
-    /// whose store transaction failed, for the caller to retry.
-    func process(_ deliveries: [Delivery]) async -> [(Delivery, KeyValueStoreError)] {
-        let started = ContinuousClock.now
-        defer { metrics.batch(size: deliveries.count, since: started) }
+    /// A delivery after validation.
+    enum Prepared: Sendable {
+        case rejected(Delivery, EventRejection)
+        case selfNotification(Delivery)
+        case accepted(Delivery, IncomingEvent)
+
+        var delivery: Delivery {
+            switch self {
+            case .rejected(let delivery, _), .selfNotification(let delivery), .accepted(let delivery, _): delivery
+            }
+        }
+    }
+
+    /// Decodes and validates; no side effects, so it can run ahead.
+    static func prepare(_ deliveries: [Delivery], validator: EventValidator) -> [Prepared] {
         let now = RepositoryClock.milliseconds() / 1000
-        var accepted: [(Delivery, IncomingEvent)] = []
-        accepted.reserveCapacity(deliveries.count)
-        for delivery in deliveries {
-            metrics.received(redelivered: delivery.deliveryCount > 1)
-            switch worker.validator.validate(subject: delivery.subject, body: delivery.payload, now: now) {
+        return deliveries.map { delivery in
+            switch validator.validate(subject: delivery.subject, body: delivery.payload, now: now) {
             case .failure(let rejection):
-                await reject(delivery, rejection)
+                return .rejected(delivery, rejection)
             case .success(let event):
-                if event.isSelfNotification {
-                    metrics.record(.selfNotification)
-                    settle(delivery)
-                } else {
-                    accepted.append((delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event))))
-                }
+                if event.isSelfNotification { return .selfNotification(delivery) }
+                return .accepted(delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event)))
+            }
+        }
+    }
+
+    /// Dead-letters the rejected, stores the accepted in one transaction,
+    /// publishes and settles; returns the deliveries whose store
+    /// transaction failed, for the caller to retry.
+    func commit(_ batch: [Prepared]) async -> [(Delivery, KeyValueStoreError)] {
+        let started = ContinuousClock.now
+        defer { metrics.batch(size: batch.count, since: started) }
+        var accepted: [(Delivery, IncomingEvent)] = []
+        accepted.reserveCapacity(batch.count)
+        for prepared in batch {
+            let delivery = prepared.delivery
+            metrics.received(redelivered: delivery.deliveryCount > 1)
+            switch prepared {
+            case .rejected(_, let rejection):
+                await reject(delivery, rejection)
+            case .selfNotification:
+                metrics.record(.selfNotification)
+                settle(delivery)
+            case .accepted(_, let event):
+                accepted.append((delivery, event))
             }
         }
         guard !accepted.isEmpty else { return [] }
@@ -264,7 +314,10 @@ final class WorkerLoop {
 
     private func store(_ entries: [(Delivery, IncomingEvent)]) async throws(KeyValueStoreError) {
         let started = ContinuousClock.now
-        let result = try await worker.repository.apply(entries.map(\.1))
+        // Outboxes published earlier are deleted in this same transaction.
+        let published = undeleted
+        let result = try await worker.repository.apply(entries.map(\.1), publishedOutboxes: published)
+        undeleted.removeFirst(published.count)
         metrics.storeTransaction(since: started)
         crashIfAsked(.afterCommit)
         for (index, outcome) in result.outcomes.enumerated() {
@@ -280,7 +333,6 @@ final class WorkerLoop {
         if let outbox = result.outbox { publish(outbox) }
         crashIfAsked(.afterPublish)
         for (delivery, _) in entries { settle(delivery) }
-        if !undeleted.isEmpty { await deleteOutboxes() }
     }
 
     // MARK: Outbox
@@ -443,3 +495,5 @@ final class WorkerLoop {
         kill(getpid(), SIGKILL)
     }
 }
+
+

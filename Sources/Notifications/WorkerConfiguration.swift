@@ -51,7 +51,7 @@ public struct WorkerConfiguration: Sendable {
         maxDeliver: Int = 5,
         backoff: [Duration] = [],
         queueGroup: String = "notification-workers",
-        batchSize: Int = 256,
+        batchSize: Int = 1_024,
         fetchWait: Duration = .milliseconds(500),
         retryDelay: Duration = .seconds(1),
         maxRetryDelay: Duration = .seconds(60),

@@ -155,6 +155,7 @@ public final class SQLiteDatabase: Sendable {
                 PRAGMA synchronous = \(configuration.synchronous.rawValue.uppercased());
                 PRAGMA cache_size = -\(configuration.writerCacheKiB);
                 PRAGMA journal_size_limit = 67108864;
+                PRAGMA wal_autocheckpoint = 8192;
                 PRAGMA temp_store = MEMORY;
                 """)
             try migrate(connection, path: path)

@@ -73,19 +73,28 @@ public final class SQLiteKeyValueStore: KeyValueStore {
 
     // MARK: KeyValueStore
 
-    public func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? {
+    /// Consistent reads run on the writer connection, whose cache holds
+    /// what was just written; others on a reader.
+    private func readQueue(consistent: Bool) -> SQLiteQueue {
+        consistent ? (database.writer ?? database.readerQueue()) : database.readerQueue()
+    }
+
+    public func getItem(_ key: ItemKey, consistentRead: Bool) async throws(KeyValueStoreError) -> Item? {
         try Self.validate(key)
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
-        return try await database.readerQueue().run { connection throws(KeyValueStoreError) in
+        return try await readQueue(consistent: consistentRead).run { connection throws(KeyValueStoreError) in
             try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now)
         }
     }
 
-    public func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item] {
+    public func batchGetItems(_ keys: [ItemKey], consistentRead: Bool) async throws(KeyValueStoreError) -> [ItemKey: Item] {
         for key in keys { try Self.validate(key) }
         if keys.isEmpty { return [:] }
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
-        return try await database.readerQueue().run { connection throws(KeyValueStoreError) in
+        return try await readQueue(consistent: consistentRead).run { connection throws(KeyValueStoreError) in
+            // One read transaction for all keys: one snapshot, one lock.
+            try mapped { () throws(SQLiteError) in try connection.execute("BEGIN") }
+            defer { try? connection.execute("COMMIT") }
             var found: [ItemKey: Item] = [:]
             found.reserveCapacity(keys.count)
             for key in keys {

@@ -56,6 +56,6 @@ struct WorkerOptions: ParsableArguments {
     @Option(name: .customLong("backoff"), help: "Redelivery delays, e.g. 1s,5s,30s. [env: NATS_BACKOFF]")
     var backoff: String?
 
-    @Option(name: .customLong("batch-size"), help: "Most events per store transaction. [env: WORKER_BATCH_SIZE, default: 256]")
+    @Option(name: .customLong("batch-size"), help: "Most events per store transaction. [env: WORKER_BATCH_SIZE, default: 1024]")
     var batchSize: Int?
 }

@@ -195,7 +195,7 @@ struct WorkerSettings {
         if !backoff.isEmpty, backoff.count >= maxDeliver {
             throw SettingsError(message: "NATS_BACKOFF has \(backoff.count) delays; NATS_MAX_DELIVER (\(maxDeliver)) must be larger")
         }
-        let batchSize = try reader.integer("WORKER_BATCH_SIZE", flag: flags.batchSize, default: 256, range: 1...4_096)
+        let batchSize = try reader.integer("WORKER_BATCH_SIZE", flag: flags.batchSize, default: 1_024, range: 1...8_192)
         var crashPoint: WorkerConfiguration.CrashPoint?
         if let text = reader.raw("NOTIFY_TEST_CRASH_POINT", flag: nil) {
             guard let point = WorkerConfiguration.CrashPoint(rawValue: text) else {

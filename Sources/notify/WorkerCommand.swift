@@ -47,9 +47,6 @@ struct WorkerCommand: AsyncParsableCommand {
             services: [.init(service: sweeper), .init(service: worker)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        logger.info("worker running", metadata: [
-            "nats": .string(runtime.connection.connectedURL ?? "?"), "store": .string(settings.databasePath),
-        ])
         do {
             try await group.run()
         } catch {
@@ -104,6 +101,7 @@ struct Runtime {
         } catch {
             fail("cannot open the store: \(error.message)", code: exitUnavailable)
         }
+        logger.info("store opened", metadata: ["path": .string(settings.databasePath), "table": .string(settings.tableName)])
         let repository = NotificationRepository(store: store, userSubjectPrefix: settings.common.userSubjectPrefix)
         return Runtime(connection: connection, database: database, store: store, repository: repository, logger: logger)
     }

@@ -58,8 +58,8 @@ struct FaultInjectingStore: KeyValueStore {
     let poisonedPartition: String
     let code: KeyValueStoreError.Code
 
-    func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? { try await base.getItem(key) }
-    func batchGetItems(_ keys: [ItemKey]) async throws(KeyValueStoreError) -> [ItemKey: Item] { try await base.batchGetItems(keys) }
+    func getItem(_ key: ItemKey, consistentRead: Bool) async throws(KeyValueStoreError) -> Item? { try await base.getItem(key, consistentRead: consistentRead) }
+    func batchGetItems(_ keys: [ItemKey], consistentRead: Bool) async throws(KeyValueStoreError) -> [ItemKey: Item] { try await base.batchGetItems(keys, consistentRead: consistentRead) }
     func putItem(_ item: Item, condition: Condition?) async throws(KeyValueStoreError) -> Item? { try await base.putItem(item, condition: condition) }
     func deleteItem(_ key: ItemKey, condition: Condition?) async throws(KeyValueStoreError) -> Item? { try await base.deleteItem(key, condition: condition) }
     func updateItem(_ key: ItemKey, _ update: Update, condition: Condition?) async throws(KeyValueStoreError) -> Item { try await base.updateItem(key, update, condition: condition) }

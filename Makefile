@@ -1,0 +1,50 @@
+# notify — build, run and test. `make run` and `make test` install what is
+# missing on Debian/Ubuntu first.
+
+SWIFT       ?= swift
+PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
+BENCH_ARGS  ?=
+
+.PHONY: deps build release run test bench leak-check clean
+
+## Install the Debian packages notify needs (with sudo when not root).
+deps:
+	@missing=""; \
+	for package in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "Swift 6.2 or newer is required: https://www.swift.org/install/linux/"; exit 1; }
+
+## Debug build.
+build: deps
+	$(SWIFT) build
+
+## Release build of the notify executable.
+release: deps
+	$(SWIFT) build -c release --product notify
+
+## Run the service; starts a local nats-server when none answers at NATS_URL.
+run: deps release
+	scripts/run.sh
+
+## Unit and integration tests (they start their own nats-server).
+test: deps
+	$(SWIFT) test
+
+## Throughput and latency figures (release build), one line of JSON.
+bench: deps
+	$(SWIFT) build -c release --product NotifyBenchmark
+	$(SWIFT) build -c release --product notify
+	.build/release/NotifyBenchmark $(BENCH_ARGS)
+
+## 100,000 events through the worker under LeakSanitizer.
+leak-check: deps
+	scripts/leak-check.sh
+
+clean:
+	rm -rf .build .build-* data

@@ -1,0 +1,174 @@
+import Foundation
+import NATS
+
+/// `make bench`: end-to-end throughput and latency of the worker, as a
+/// separate `notify worker` process against its own nats-server, printed
+/// as one line of JSON. Progress goes to stderr.
+@main
+struct Benchmark {
+    struct Options {
+        var events = 200_000
+        var owners = 1_000
+        var latencyRate = 2_000
+        var latencySeconds = 10
+        var synchronous = "full"
+        var batchSize = 1_024
+        var keep = false
+        var storeOnly = false
+
+        init(_ arguments: [String]) {
+            var iterator = arguments.dropFirst().makeIterator()
+            while let flag = iterator.next() {
+                let value = iterator.next() ?? ""
+                switch flag {
+                case "--events": events = Int(value) ?? events
+                case "--owners": owners = Int(value) ?? owners
+                case "--rate": latencyRate = Int(value) ?? latencyRate
+                case "--seconds": latencySeconds = Int(value) ?? latencySeconds
+                case "--synchronous": synchronous = value
+                case "--batch-size": batchSize = Int(value) ?? batchSize
+                case "--keep": keep = value == "true"
+                case "--store-only": storeOnly = value == "true"
+                default:
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true]\n".utf8))
+                    exit(2)
+                }
+            }
+        }
+    }
+
+    static func main() async {
+        do {
+            try await measure(Options(CommandLine.arguments))
+        } catch {
+            progress("error: \(error)")
+            exit(1)
+        }
+    }
+
+    static func measure(_ options: Options) async throws {
+        let workDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("notify-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
+        defer {
+            if options.keep {
+                progress("kept \(workDirectory.path) (worker.log, nats.log, data/)")
+            } else {
+                try? FileManager.default.removeItem(at: workDirectory)
+            }
+        }
+
+        if options.storeOnly {
+            let result = try await StoreBenchmark.run(options, directory: workDirectory.path)
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let server = try await Server.start(directory: workDirectory.path)
+        defer { server.stop() }
+        progress("nats-server on port \(server.port)")
+        var result: [String: Any] = [:]
+        try await run(options, server: server, directory: workDirectory.path, result: &result)
+        NATSLibrary.shutdown()
+        let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    static func run(_ options: Options, server: Server, directory: String, result: inout [String: Any]) async throws {
+        let url = "nats://127.0.0.1:\(server.port)"
+        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [url]))
+        let users = try connection.subscribe("users.>", bufferLimit: 4_000_000)
+        try await connection.flush()
+
+        let worker = try Worker.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize)
+        defer { worker.stop() }
+        try await worker.waitUntilRunning()
+        let jetStream = try JetStream(connection: connection)
+
+        // Phase 1: the mixed workload as fast as JetStream takes it.
+        var workload = Workload(owners: options.owners, seed: 42)
+        let messages = (0..<options.events).map { _ in workload.next() }
+        let expected = workload.expectedUserMessages
+        progress("publishing \(options.events) events (\(expected) per-user messages expected)")
+        let publisher = try JetStreamAsyncPublisher(connection: connection, maxPending: 8_192)
+        let receiver = Receiver(users)
+        let started = ContinuousClock.now
+        for chunk in stride(from: 0, to: messages.count, by: 4_096) {
+            try await publisher.publish(Array(messages[chunk..<min(chunk + 4_096, messages.count)]))
+        }
+        try await publisher.waitForAcks(timeout: .seconds(120))
+        let published = ContinuousClock.now - started
+        progress("published in \(published), \(publisher.failureCount) failures")
+        let (received, last) = await receiver.wait(for: expected, timeout: .seconds(600))
+        let elapsed = last - started
+        let drained = try await waitUntilDrained(jetStream)
+        let throughput = Double(options.events) / seconds(elapsed)
+        progress(String(format: "throughput: %d events in %.2f s = %.0f events/s (%d/%d per-user messages)", options.events, seconds(elapsed), throughput, received, expected))
+        result["events"] = options.events
+        result["events_per_second"] = Int(throughput)
+        result["publish_seconds"] = round(seconds(published) * 100) / 100
+        result["user_messages_expected"] = expected
+        result["user_messages_received"] = received
+        result["consumer_drained"] = drained
+
+        // Phase 2: latency at a fixed rate.
+        let latencies = try await measureLatency(rate: options.latencyRate, seconds: options.latencySeconds, publisher: publisher, users: receiver)
+        result["latency_rate_per_second"] = options.latencyRate
+        result["latency_samples"] = latencies.count
+        result["latency_ms"] = [
+            "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99), "max": latencies.max() ?? 0,
+        ]
+        progress("latency at \(options.latencyRate)/s: p50 \(percentile(latencies, 0.5)) ms, p99 \(percentile(latencies, 0.99)) ms, max \(latencies.max() ?? 0) ms")
+
+        result["worker_peak_rss_mib"] = worker.peakRSSMiB()
+        result["sqlite_synchronous"] = options.synchronous
+        result["batch_size"] = options.batchSize
+        result["owners"] = options.owners
+        result["cores"] = ProcessInfo.processInfo.activeProcessorCount
+        receiver.stop()
+        await connection.close()
+    }
+
+    /// Publishes `rate` events per second for `seconds`, each carrying its
+    /// send time, and measures until its per-user message arrives.
+    static func measureLatency(rate: Int, seconds duration: Int, publisher: JetStreamAsyncPublisher, users: Receiver) async throws -> [Double] {
+        let total = rate * duration
+        let clock = ContinuousClock()
+        let origin = clock.now
+        users.trackLatency(origin: origin)
+        let interval = Duration.seconds(1) / rate
+        progress("publishing \(total) events at \(rate)/s")
+        for index in 0..<total {
+            let deadline = origin + interval * index
+            if clock.now < deadline { try await clock.sleep(until: deadline) }
+            let sent = clock.now - origin
+            let nanos = sent.components.seconds * 1_000_000_000 + sent.components.attoseconds / 1_000_000_000
+            let body = Workload.event(kind: "post.like", owner: "lat\(index % 1_000)", trigger: "t\(index)", resource: "lat-\(nanos)", eventID: "lat-\(index)")
+            try await publisher.publish([JetStreamAsyncPublisher.Message(subject: "notifications.post.like", payload: body)])
+        }
+        return await users.latencies(count: total, timeout: .seconds(60))
+    }
+
+    static func waitUntilDrained(_ jetStream: JetStream) async throws -> Bool {
+        for _ in 0..<300 {
+            if let info = try await jetStream.consumerInfo(stream: "NOTIFICATIONS", name: "notification-worker"),
+               info.numPending == 0, info.numAckPending == 0 { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+}
+
+func progress(_ text: String) {
+    FileHandle.standardError.write(Data("bench: \(text)\n".utf8))
+}
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+func percentile(_ values: [Double], _ fraction: Double) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    let index = min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)
+    return (sorted[max(index, 0)] * 100).rounded() / 100
+}
