@@ -15,6 +15,7 @@ struct Benchmark {
         var batchSize = 1_024
         var keep = false
         var storeOnly = false
+        var natsURL: String?
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -29,8 +30,9 @@ struct Benchmark {
                 case "--batch-size": batchSize = Int(value) ?? batchSize
                 case "--keep": keep = value == "true"
                 case "--store-only": storeOnly = value == "true"
+                case "--nats-url": natsURL = value
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL]\n".utf8))
                     exit(2)
                 }
             }
@@ -57,6 +59,11 @@ struct Benchmark {
             }
         }
 
+        if let url = options.natsURL {
+            try await publishOnly(options, url: url)
+            NATSLibrary.shutdown()
+            return
+        }
         if options.storeOnly {
             let result = try await StoreBenchmark.run(options, directory: workDirectory.path)
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
@@ -126,6 +133,36 @@ struct Benchmark {
         result["cores"] = ProcessInfo.processInfo.activeProcessorCount
         receiver.stop()
         await connection.close()
+    }
+
+    /// Publishes the workload to a server where a worker already runs, and
+    /// waits until the worker has taken and acknowledged all of it (used by
+    /// `make leak-check`).
+    static func publishOnly(_ options: Options, url: String) async throws {
+        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [url]))
+        let jetStream = try JetStream(connection: connection)
+        var workload = Workload(owners: options.owners, seed: 7)
+        let publisher = try JetStreamAsyncPublisher(connection: connection, maxPending: 8_192)
+        progress("publishing \(options.events) events to \(url)")
+        var sent = 0
+        while sent < options.events {
+            let count = min(4_096, options.events - sent)
+            try await publisher.publish((0..<count).map { _ in workload.next() })
+            sent += count
+        }
+        try await publisher.waitForAcks(timeout: .seconds(120))
+        var drained = false
+        for _ in 0..<6_000 {
+            if let info = try await jetStream.consumerInfo(stream: "NOTIFICATIONS", name: "notification-worker"),
+               info.numPending == 0, info.numAckPending == 0 {
+                drained = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        await connection.close()
+        print(#"{"published":\#(sent),"failures":\#(publisher.failureCount),"drained":\#(drained)}"#)
+        guard drained, publisher.failureCount == 0 else { throw BenchmarkError("the worker did not take every event") }
     }
 
     /// Publishes `rate` events per second for `seconds`, each carrying its

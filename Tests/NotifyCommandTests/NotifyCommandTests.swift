@@ -127,6 +127,23 @@ struct NotifyCommandTests {
         }
     }
 
+    @Test func subscribePrintsMessagesWithTheirSubjectAndHeaders() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let listener = try ChildProcess.spawn(Self.executable, arguments: ["subscribe", "users.>", "--count", "2"], environment: Self.environment(server, data: directory), outputPath: directory.file("subscribe.log"))
+                try await listener.waitForOutput(containing: "listening on users.>")
+                let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+                try connection.publish("users.ana.notifications", payload: Array(#"{"type":"notification.deleted","id":"X"}"#.utf8))
+                try connection.publish("users.ben.notifications", payload: Array("{}".utf8), headers: ["Notify-Error": "none"])
+                try await connection.flush()
+                #expect(try await listener.wait(timeout: .seconds(10)) == 0)
+                #expect(listener.output.contains(#"[users.ana.notifications] {"type":"notification.deleted","id":"X"}"#))
+                #expect(listener.output.contains("[users.ben.notifications] Notify-Error=none {}"))
+                await connection.close()
+            }
+        }
+    }
+
     static func runWithStdin(_ arguments: [String], stdin: String, environment: [String: String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
         let script = "exec \"$0\" \"$@\" < " + stdin
         let process = try ChildProcess.spawn("/bin/sh", arguments: ["-c", script, executable] + arguments, environment: environment, outputPath: directory.file("run-\(UUID().uuidString).log"))
