@@ -168,7 +168,8 @@ final class WorkerLoop {
     private var metrics: WorkerMetrics { worker.metrics }
     /// An outbox could not be published: publish it before taking more.
     private var outboxPending = false
-    /// Published outboxes whose deletion failed.
+    /// Published outboxes not deleted yet: they go with the next batch's
+    /// transaction, or on their own when the worker is idle.
     private var undeleted: [String] = []
     private var failureStreak = 0
 
@@ -230,7 +231,7 @@ final class WorkerLoop {
             while !failed.isEmpty, attempt < UInt64(max(configuration.consumer.maxDeliver, 1)) {
                 try? await Task.sleep(for: configuration.retryDelay(afterDeliveries: attempt))
                 attempt += 1
-                failed = await commit(Self.prepare(failed.map(\.0), validator: worker.validator))
+                failed = await commit(Self.prepare(failed.map(\.0), validator: worker.validator), isRetry: true)
             }
             for (delivery, error) in failed {
                 _ = await deadLetter(delivery, EventRejection(.storeFailed, error.description), attempts: attempt)
@@ -271,14 +272,14 @@ final class WorkerLoop {
     /// Dead-letters the rejected, stores the accepted in one transaction,
     /// publishes and settles; returns the deliveries whose store
     /// transaction failed, for the caller to retry.
-    func commit(_ batch: [Prepared]) async -> [(Delivery, KeyValueStoreError)] {
+    func commit(_ batch: [Prepared], isRetry: Bool = false) async -> [(Delivery, KeyValueStoreError)] {
         let started = ContinuousClock.now
         defer { metrics.batch(size: batch.count, since: started) }
         var accepted: [(Delivery, IncomingEvent)] = []
         accepted.reserveCapacity(batch.count)
         for prepared in batch {
             let delivery = prepared.delivery
-            metrics.received(redelivered: delivery.deliveryCount > 1)
+            if !isRetry { metrics.received(redelivered: delivery.deliveryCount > 1) }
             switch prepared {
             case .rejected(_, let rejection):
                 await reject(delivery, rejection)
