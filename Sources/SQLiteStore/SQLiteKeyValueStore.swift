@@ -116,7 +116,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                 if let condition, !condition.isSatisfied(by: old) {
                     throw KeyValueStoreError(code: .conditionalCheckFailed, message: "the condition on \(item.key) did not hold")
                 }
-                try Self.write(item, on: connection, sql: sql, timeToLive: ttl)
+                try Self.write(EncodedItem(item, timeToLive: ttl), on: connection, sql: sql)
                 return old
             }
         }
@@ -149,7 +149,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                     throw KeyValueStoreError(code: .conditionalCheckFailed, message: "the condition on \(key) did not hold")
                 }
                 let new = try update.applied(to: old, key: key)
-                try Self.write(new, on: connection, sql: sql, timeToLive: ttl)
+                try Self.write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
                 return new
             }
         }
@@ -186,6 +186,11 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         try actions.validateTransaction()
         for action in actions { try Self.validate(action.key) }
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
+        // Encode on the caller's thread: the writer thread is the bottleneck.
+        let encoded: [EncodedItem?] = actions.map { action in
+            if case .put(let item, _) = action { return EncodedItem(item, timeToLive: ttl) }
+            return nil
+        }
         try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) in
                 var reasons = [KeyValueStoreError.CancellationReason](repeating: .none, count: actions.count)
@@ -195,15 +200,15 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                 for (index, action) in actions.enumerated() {
                     let holds: Bool
                     switch action {
-                    case .put(let item, .itemNotExists?):
-                        holds = try Self.insertIfAbsent(item, on: connection, sql: sql, timeToLive: ttl, now: now)
+                    case .put(_, .itemNotExists?):
+                        holds = try Self.insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
                     case .put(let item, let condition):
                         if let condition {
                             holds = condition.isSatisfied(by: try Self.read(item.key, on: connection, sql: sql, timeToLive: ttl, now: now))
                         } else {
                             holds = true
                         }
-                        if holds { try Self.write(item, on: connection, sql: sql, timeToLive: ttl) }
+                        if holds { try Self.write(encoded[index]!, on: connection, sql: sql) }
                     case .delete(let key, let condition):
                         if let condition {
                             holds = condition.isSatisfied(by: try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now))
@@ -214,7 +219,10 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                     case .update(let key, let update, let condition):
                         let old = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now)
                         holds = condition?.isSatisfied(by: old) ?? true
-                        if holds { try Self.write(try update.applied(to: old, key: key), on: connection, sql: sql, timeToLive: ttl) }
+                        if holds {
+                            let new = try update.applied(to: old, key: key)
+                            try Self.write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
+                        }
                     case .conditionCheck(let key, let condition):
                         holds = condition.isSatisfied(by: try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now))
                     }
@@ -233,12 +241,16 @@ public final class SQLiteKeyValueStore: KeyValueStore {
     public func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError) {
         for request in requests { try Self.validate(request.key) }
         if requests.isEmpty { return }
-        let (sql, ttl) = (sql, timeToLive)
+        let sql = sql
+        let encoded: [EncodedItem?] = requests.map { request in
+            if case .put(let item) = request { return EncodedItem(item, timeToLive: timeToLive) }
+            return nil
+        }
         try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) in
-                for request in requests {
+                for (index, request) in requests.enumerated() {
                     switch request {
-                    case .put(let item): try Self.write(item, on: connection, sql: sql, timeToLive: ttl)
+                    case .put: try Self.write(encoded[index]!, on: connection, sql: sql)
                     case .delete(let key): try Self.remove(key, on: connection, sql: sql)
                     }
                 }
@@ -304,18 +316,18 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         }
     }
 
-    private static func bindRow(_ item: Item, to statement: SQLiteStatement, timeToLive: TimeToLive?) throws(SQLiteError) {
+    private static func bindRow(_ item: EncodedItem, to statement: SQLiteStatement) throws(SQLiteError) {
         try statement.bind(1, item.key.partition)
         try statement.bind(2, item.key.sort)
-        try statement.bind(3, blob: AttributeCodec.encode(item.attributes))
-        try statement.bind(4, timeToLive?.expiry(of: item.attributes))
+        try statement.bind(3, blob: item.attributes)
+        try statement.bind(4, item.expiresAt)
     }
 
-    private static func write(_ item: Item, on connection: SQLiteConnection, sql: Statements, timeToLive: TimeToLive?) throws(KeyValueStoreError) {
+    private static func write(_ item: EncodedItem, on connection: SQLiteConnection, sql: Statements) throws(KeyValueStoreError) {
         try mapped { () throws(SQLiteError) in
             let statement = try connection.statement(sql.upsert)
             defer { statement.reset() }
-            try bindRow(item, to: statement, timeToLive: timeToLive)
+            try bindRow(item, to: statement)
             _ = try statement.step()
         }
     }
@@ -323,14 +335,14 @@ public final class SQLiteKeyValueStore: KeyValueStore {
     /// Inserts unless a live item exists (an expired one is replaced);
     /// `false` when a live item was there.
     private static func insertIfAbsent(
-        _ item: Item, on connection: SQLiteConnection, sql: Statements, timeToLive: TimeToLive?, now: Int64
+        _ item: EncodedItem, on connection: SQLiteConnection, sql: Statements, now: Int64
     ) throws(KeyValueStoreError) -> Bool {
         try mapped { () throws(SQLiteError) -> Bool in
             let statement = try connection.statement(sql.insertIfAbsent)
             defer { statement.reset() }
-            try bindRow(item, to: statement, timeToLive: timeToLive)
-            // With no TTL nothing is ever expired: no existing row may be replaced.
-            try statement.bind(5, timeToLive == nil ? Int64.min : now)
+            try bindRow(item, to: statement)
+            // Without a TTL nothing is ever expired: no existing row may be replaced.
+            try statement.bind(5, item.hasTimeToLive ? now : Int64.min)
             _ = try statement.step()
             return connection.changes == 1
         }
@@ -344,6 +356,22 @@ public final class SQLiteKeyValueStore: KeyValueStore {
             try statement.bind(2, key.sort)
             _ = try statement.step()
         }
+    }
+}
+
+/// An item as its row: key, encoded attributes, expiry column.
+struct EncodedItem: Sendable {
+    let key: ItemKey
+    let attributes: [UInt8]
+    let expiresAt: Int64?
+    /// Whether the store has a TTL attribute at all.
+    let hasTimeToLive: Bool
+
+    init(_ item: Item, timeToLive: TimeToLive?) {
+        key = item.key
+        attributes = AttributeCodec.encode(item.attributes)
+        expiresAt = timeToLive?.expiry(of: item.attributes)
+        hasTimeToLive = timeToLive != nil
     }
 }
 
