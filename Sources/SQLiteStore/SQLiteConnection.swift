@@ -104,6 +104,7 @@ final class SQLiteConnection {
     let db: OpaquePointer
     let path: String
     private var statements: [String: SQLiteStatement] = [:]
+    private var autocheckpointPages = 1000
 
     init(path: String, readOnly: Bool) throws(SQLiteError) {
         var handle: OpaquePointer?
@@ -158,6 +159,13 @@ final class SQLiteConnection {
         defer { statement.reset() }
         guard try statement.step() else { return nil }
         return statement.isNull(0) ? nil : statement.text(0)
+    }
+
+    /// Sets `wal_autocheckpoint` when it differs from the current value.
+    func setAutocheckpoint(pages: Int) throws(SQLiteError) {
+        guard pages != autocheckpointPages else { return }
+        try execute("PRAGMA wal_autocheckpoint = \(pages)")
+        autocheckpointPages = pages
     }
 
     /// Rows changed by the last statement.
