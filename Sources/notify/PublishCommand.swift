@@ -33,13 +33,7 @@ struct PublishCommand: AsyncParsableCommand {
     var messageID: String?
 
     func run() async throws {
-        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let settings: CommonSettings
-        do {
-            settings = try CommonSettings(reader, flags: common)
-        } catch {
-            fail("\(error)", code: exitBadSetting)
-        }
+        let settings = CommonSettings.load(common)
         guard CommonSettings.isValidSubject(subject, wildcards: false) else {
             fail("'\(subject)' is not a valid subject to publish on", code: exitBadSetting)
         }
@@ -65,12 +59,7 @@ struct PublishCommand: AsyncParsableCommand {
     }
 
     private func publish(_ body: [UInt8], headers natsHeaders: NATSHeaders, settings: CommonSettings) async throws {
-        let connection: NATSConnection
-        do {
-            connection = try await NATSConnection.connect(settings.natsOptions)
-        } catch {
-            fail("cannot reach NATS at \(settings.natsURLs.joined(separator: ",")) (NATS_URL): \(error.statusText)", code: exitUnavailable)
-        }
+        let connection = await settings.connect()
         do {
             if core {
                 try connection.publish(subject, payload: body, headers: natsHeaders)

@@ -159,6 +159,26 @@ struct CommonSettings {
     var natsOptions: NATSConnectionOptions {
         NATSConnectionOptions(urls: natsURLs, name: "notify", credentialsFile: natsCredentialsFile)
     }
+
+    /// The settings from the environment and `flags`; a bad one ends the
+    /// process with a one-line error.
+    static func load(_ flags: CommonOptions) -> CommonSettings {
+        do {
+            return try CommonSettings(SettingsReader(environment: ProcessInfo.processInfo.environment), flags: flags)
+        } catch {
+            fail("\(error)", code: exitBadSetting)
+        }
+    }
+
+    /// A connection to NATS; when none answers, the process ends with a
+    /// one-line error naming `NATS_URL`.
+    func connect() async -> NATSConnection {
+        do {
+            return try await NATSConnection.connect(natsOptions)
+        } catch {
+            fail("cannot reach NATS at \(natsURLs.joined(separator: ",")) (NATS_URL): \(error.statusText)", code: exitUnavailable)
+        }
+    }
 }
 
 /// Settings of the worker.

@@ -19,13 +19,7 @@ struct SubscribeCommand: AsyncParsableCommand {
     var count: Int?
 
     func run() async throws {
-        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let settings: CommonSettings
-        do {
-            settings = try CommonSettings(reader, flags: common)
-        } catch {
-            fail("\(error)", code: exitBadSetting)
-        }
+        let settings = CommonSettings.load(common)
         guard CommonSettings.isValidSubject(subject, wildcards: true) else {
             fail("'\(subject)' is not a valid subject", code: exitBadSetting)
         }
@@ -33,12 +27,7 @@ struct SubscribeCommand: AsyncParsableCommand {
     }
 
     private func listen(_ settings: CommonSettings) async throws {
-        let connection: NATSConnection
-        do {
-            connection = try await NATSConnection.connect(settings.natsOptions)
-        } catch {
-            fail("cannot reach NATS at \(settings.natsURLs.joined(separator: ",")) (NATS_URL): \(error.statusText)", code: exitUnavailable)
-        }
+        let connection = await settings.connect()
         let subscription = try connection.subscribe(subject)
         try await connection.flush()
         FileHandle.standardError.write(Data("notify: listening on \(subject)\n".utf8))

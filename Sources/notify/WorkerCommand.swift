@@ -20,11 +20,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var options: WorkerOptions
 
     func run() async throws {
-        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
+        let common = CommonSettings.load(common)
         let settings: WorkerSettings
         do {
-            let common = try CommonSettings(reader, flags: common)
-            settings = try WorkerSettings(reader, common: common, flags: options)
+            settings = try WorkerSettings(SettingsReader(environment: ProcessInfo.processInfo.environment), common: common, flags: options)
         } catch {
             fail("\(error)", code: exitBadSetting)
         }
@@ -68,12 +67,7 @@ struct Runtime {
     let logger: Logger
 
     static func start(_ settings: WorkerSettings, logger: Logger) async throws -> Runtime {
-        let connection: NATSConnection
-        do {
-            connection = try await NATSConnection.connect(settings.common.natsOptions)
-        } catch {
-            fail("cannot reach NATS at \(settings.common.natsURLs.joined(separator: ",")) (NATS_URL): \(error.statusText)", code: exitUnavailable)
-        }
+        let connection = await settings.common.connect()
         let events = connection.events
         Task.detached {
             for await event in events {
