@@ -1,7 +1,7 @@
 /// A parsed JSON value. Numbers keep whether they were written as an
 /// integer that fits 64 bits; anything else (fraction, exponent, overflow)
 /// is a non-integer number.
-enum JSONValue: Sendable, Hashable {
+package enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case integer(Int64)
@@ -11,7 +11,7 @@ enum JSONValue: Sendable, Hashable {
     case object([String: JSONValue])
 
     /// The JSON type's name, for error messages.
-    var typeName: String {
+    package var typeName: String {
         switch self {
         case .null: "null"
         case .bool: "boolean"
@@ -24,16 +24,16 @@ enum JSONValue: Sendable, Hashable {
 }
 
 /// Why a document is not acceptable JSON.
-struct JSONSyntaxError: Error, Sendable, Hashable {
-    let message: String
-    let offset: Int
+package struct JSONSyntaxError: Error, Sendable, Hashable {
+    package let message: String
+    package let offset: Int
 }
 
 /// A strict RFC 8259 parser over UTF-8 bytes: no comments, no trailing
 /// commas, no duplicate object keys, no lone surrogates, at most `maxDepth`
 /// nested containers. The input must already be valid UTF-8.
-struct JSONParser {
-    static let maxDepth = 32
+package struct JSONParser {
+    package static let maxDepth = 32
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var offset = 0
@@ -42,7 +42,7 @@ struct JSONParser {
         self.bytes = bytes
     }
 
-    static func parse(_ input: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+    package static func parse(_ input: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
         let result: Result<JSONValue, JSONSyntaxError> = input.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(bytes: buffer)
             do throws(JSONSyntaxError) {
@@ -265,18 +265,18 @@ struct JSONParser {
 }
 
 /// Appends JSON text to a byte buffer.
-struct JSONWriter {
-    var bytes: [UInt8] = []
+package struct JSONWriter {
+    package var bytes: [UInt8] = []
 
-    init(capacity: Int = 512) {
+    package init(capacity: Int = 512) {
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func raw(_ text: StaticString) {
+    package mutating func raw(_ text: StaticString) {
         bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    mutating func string(_ text: String) {
+    package mutating func string(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -298,16 +298,16 @@ struct JSONWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    mutating func integer(_ value: Int64) {
+    package mutating func integer(_ value: Int64) {
         bytes.append(contentsOf: String(value).utf8)
     }
 
-    mutating func bool(_ value: Bool) {
+    package mutating func bool(_ value: Bool) {
         if value { raw("true") } else { raw("false") }
     }
 
     /// `"name":` (the name must not need escaping).
-    mutating func key(_ name: StaticString) {
+    package mutating func key(_ name: StaticString) {
         bytes.append(UInt8(ascii: "\""))
         raw(name)
         raw("\":")

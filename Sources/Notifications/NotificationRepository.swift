@@ -334,6 +334,74 @@ public struct NotificationRepository: Sendable {
     public func unreadCount(owner: String) async throws(KeyValueStoreError) -> Int64 {
         try await store.getItem(Self.counterKey(owner))?["unread"]?.integerValue ?? 0
     }
+
+    /// The owner's live notifications created after `id` (exclusive), oldest
+    /// first, at most `limit`; for resuming a live feed.
+    public func notifications(owner: String, after id: String, limit: Int) async throws(KeyValueStoreError) -> [NotificationRecord] {
+        let partition = Self.partition(owner)
+        let page = try await store.query(Query(
+            partition: partition,
+            sortKey: .between("N#" + id, "N#\u{10FFFF}"),
+            limit: limit,
+            exclusiveStartKey: ItemKey(partition: partition, sort: "N#" + id)))
+        return try page.items.map { item throws(KeyValueStoreError) in
+            guard let record = NotificationRecord(attributes: item.attributes) else {
+                throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
+            }
+            return record
+        }
+    }
+
+    /// Marks the owner's notifications among `ids` read; returns the ids
+    /// that went from unread to read (unknown, deleted and already read ids
+    /// are left out). The items and the unread counter change in one
+    /// transaction.
+    public func markRead(owner: String, ids: [String]) async throws(KeyValueStoreError) -> [String] {
+        var unique: [String] = []
+        var seen = Set<String>()
+        for id in ids where seen.insert(id).inserted { unique.append(id) }
+        var changed: [String] = []
+        for chunk in stride(from: 0, to: unique.count, by: Self.markReadChunk) {
+            let part = Array(unique[chunk..<min(chunk + Self.markReadChunk, unique.count)])
+            changed += try await markReadOnce(owner: owner, keys: part.map { Self.notificationKey(owner, $0) })
+        }
+        return changed
+    }
+
+    /// Marks every unread notification of the owner read; returns their ids.
+    public func markAllRead(owner: String) async throws(KeyValueStoreError) -> [String] {
+        let partition = Self.partition(owner)
+        var changed: [String] = []
+        var start: ItemKey?
+        repeat {
+            let page = try await store.query(Query(
+                partition: partition, sortKey: .beginsWith("N#"), limit: Self.markReadChunk, exclusiveStartKey: start))
+            let unread = page.items.filter { $0["read"]?.boolValue == false }.map(\.key)
+            if !unread.isEmpty { changed += try await markReadOnce(owner: owner, keys: unread) }
+            start = page.lastEvaluatedKey
+        } while start != nil
+        return changed
+    }
+
+    static let markReadChunk = 500
+
+    private func markReadOnce(owner: String, keys: [ItemKey]) async throws(KeyValueStoreError) -> [String] {
+        var attempt = 1
+        while true {
+            let found = try await store.batchGetItems(keys, consistentRead: true)
+            let unread = keys.compactMap { key -> ItemKey? in found[key]?["read"]?.boolValue == false ? key : nil }
+            guard !unread.isEmpty else { return [] }
+            var actions: [WriteAction] = unread.map { .update($0, Update(set: ["read": true]), condition: .equals("read", false)) }
+            actions.append(.update(Self.counterKey(owner), Update(add: ["unread": -Int64(unread.count)])))
+            do {
+                try await store.transactWriteItems(actions)
+                return unread.map { String($0.sort.dropFirst(2)) }
+            } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
+                // Marked read or deleted meanwhile (another tab, a retraction): read again.
+                attempt += 1
+            }
+        }
+    }
 }
 
 /// What a batch read and what it will write, key by key.
