@@ -226,6 +226,59 @@ struct RepositoryTests {
         }
     }
 
+    @Test(arguments: Backend.allCases)
+    func markReadReturnsExactlyTheIdsThatChangedAndKeepsTheCounterRight(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            var ids: [String] = []
+            for index in 0..<5 {
+                ids.append(try #require(Self.created(try await repository.apply([Self.event(resource: "p\(index)")]).outcomes[0])))
+            }
+            let other = try #require(Self.created(try await repository.apply([Self.event(owner: "cy")]).outcomes[0]))
+            #expect(try await repository.unreadCount(owner: "ana") == 5)
+            // Unknown, foreign and repeated ids change nothing.
+            let changed = try await repository.markRead(owner: "ana", ids: [ids[0], ids[1], ids[1], "01ZZZZZZZZZZZZZZZZZZZZZZZZ", other])
+            #expect(changed == [ids[0], ids[1]])
+            #expect(try await repository.unreadCount(owner: "ana") == 3)
+            #expect(try await repository.unreadCount(owner: "cy") == 1)
+            #expect(try await repository.markRead(owner: "ana", ids: [ids[0]]).isEmpty, "already read")
+            let feed = try await repository.feed(owner: "ana", limit: 10).items
+            #expect(feed.filter(\.read).map(\.id).sorted() == [ids[0], ids[1]])
+            // A read notification retracted later leaves the counter alone.
+            _ = try await repository.apply([Self.event("post.unlike", resource: "p0")])
+            #expect(try await repository.unreadCount(owner: "ana") == 3)
+            let all = try await repository.markAllRead(owner: "ana")
+            #expect(Set(all) == Set(ids[2...]))
+            #expect(try await repository.unreadCount(owner: "ana") == 0)
+            #expect(try await repository.markAllRead(owner: "ana").isEmpty)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func markAllReadWorksAcrossChunks(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let count = NotificationRepository.markReadChunk + 17
+            _ = try await repository.apply((0..<count).map { Self.event(resource: "r\($0)") })
+            #expect(try await repository.unreadCount(owner: "ana") == Int64(count))
+            #expect(try await repository.markAllRead(owner: "ana").count == count)
+            #expect(try await repository.unreadCount(owner: "ana") == 0)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func replayListsLiveNotificationsCreatedAfterAnIdOldestFirst(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            var ids: [String] = []
+            for index in 0..<6 {
+                ids.append(try #require(Self.created(try await repository.apply([Self.event(resource: "p\(index)")]).outcomes[0])))
+            }
+            _ = try await repository.apply([Self.event("post.unlike", resource: "p3")])
+            let replay = try await repository.notifications(owner: "ana", after: ids[1], limit: 100)
+            #expect(replay.map(\.id) == [ids[2], ids[4], ids[5]])
+            #expect(try await repository.notifications(owner: "ana", after: ids[5], limit: 100).isEmpty)
+            #expect(try await repository.notifications(owner: "ana", after: ids[1], limit: 2).map(\.id) == [ids[2], ids[4]])
+        }
+    }
+
     /// Two workers on one SQLite file race on the same action key: exactly
     /// one notification, and the counter agrees.
     @Test func concurrentWritersCannotBothCreate() async throws {
