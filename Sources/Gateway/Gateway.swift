@@ -1,1 +1,406 @@
-// The gateway: HTTP, WebSocket and SSE.
+import Foundation
+public import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import KeyValueStore
+public import Logging
+public import NATS
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+public import Notifications
+public import ServiceLifecycle
+import Synchronization
+
+/// The gateway: HTTP feed API, WebSocket and Server-Sent Events on one port.
+///
+/// Authenticates clients with HS256 JWTs, pushes each user their own
+/// notifications live (one NATS subscription per connected user), resumes
+/// without gap or duplicate, and serves the feed (list, unread count, mark
+/// read). Several gateways can run side by side: they share nothing but
+/// NATS and the store.
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    let connection: NATSConnection
+    let repository: NotificationRepository
+    let hub: UserHub
+    let verifier: TokenVerifier
+    let metrics = GatewayMetrics()
+    let logger: Logger
+    let metricsText: (@Sendable () -> [UInt8])?
+    let startedAt = ContinuousClock.now
+    let webSockets = Atomic<Int>(0)
+    let eventStreams = Atomic<Int>(0)
+    /// For the development page's "publish a test event" button.
+    let devPublisher: JetStream?
+
+    /// - Parameter metricsText: the Prometheus exposition served at `/metrics`.
+    public init(
+        configuration: GatewayConfiguration,
+        connection: NATSConnection,
+        repository: NotificationRepository,
+        logger: Logger,
+        metricsText: (@Sendable () -> [UInt8])? = nil
+    ) throws {
+        var logger = logger
+        logger[metadataKey: "component"] = "gateway"
+        self.configuration = configuration
+        self.connection = connection
+        self.repository = repository
+        self.logger = logger
+        self.metricsText = metricsText
+        self.verifier = TokenVerifier(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
+        self.hub = UserHub(
+            connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
+            maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
+        self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
+    }
+
+    /// The services to run, in this order: the HTTP server, then the drain
+    /// service. A `ServiceGroup` stops services in reverse, so at shutdown
+    /// the drain closes WebSockets (1001) and ends SSE streams first.
+    /// `onListening` receives the bound port.
+    public func services(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> [any Service] {
+        let router = Router(context: GatewayContext.self)
+        addRoutes(to: router)
+        let webSocketRouter = Router(context: GatewayContext.self)
+        webSocketRouter.add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
+        webSocketRouter.ws("/ws") { [self] inbound, outbound, context in
+            await webSocketSession(inbound: inbound, outbound: outbound, request: context.request, token: context.requestContext.token)
+        }
+        let refuse: @Sendable (HTTPRequestHead) -> Bool = { [self] head in shouldRefuseUpgrade(head) }
+        let application = Application(
+            router: router,
+            server: .gatedWebSocketUpgrade(
+                webSocketResponder: webSocketRouter.buildResponder(),
+                configuration: .init(
+                    http1: .init(idleTimeout: TimeAmount.nanoseconds(Int64(configuration.handshakeTimeout.components.seconds) * 1_000_000_000)),
+                    ws: .init(
+                        maxFrameSize: configuration.maxInboundFrameBytes,
+                        autoPing: .enabled(timePeriod: configuration.pingInterval),
+                        closeTimeout: .seconds(5))),
+                shouldRefuse: refuse),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "notify"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        return [application, DrainService(gateway: self)]
+    }
+
+    // MARK: Routes
+
+    private func addRoutes(to router: Router<GatewayContext>) {
+        router.add(middleware: CORSMiddleware(configuration: configuration))
+        router.get("/health") { [self] _, _ in try await health() }
+        router.get("/metrics") { [self] _, _ -> Response in
+            guard let metricsText else { throw APIError(.notFound, code: "not_found", message: "metrics are not enabled") }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: metricsText())))
+        }
+        // Reached by plain GETs and by refused upgrades (see the gate).
+        router.get("/ws") { [self] request, _ -> Response in
+            if let refusal = upgradeRefusal(authorization: request.headers[.authorization], query: request.uri.query, origin: request.headers[.origin]) {
+                throw refusal
+            }
+            throw APIError(.upgradeRequired, code: "upgrade_required", message: "connect with a WebSocket client")
+        }
+        if !configuration.production {
+            DevelopmentRoutes.add(to: router, gateway: self)
+        }
+        let api = router.group("v1/notifications").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
+        api.get { [self] request, context in try await listFeed(request, user: try user(context)) }
+        api.get("unread_count") { [self] _, context in
+            var json = JSONWriterBridge()
+            json.count("unread", try await repository.unreadCount(owner: try user(context)))
+            return jsonResponse(json.bytes)
+        }
+        api.post("read") { [self] request, context in try await markRead(request, user: try user(context)) }
+        api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
+    }
+
+    private func token(_ context: GatewayContext) throws -> VerifiedToken {
+        guard let token = context.token else { throw APIError.unauthorized(.missing) }
+        return token
+    }
+
+    private func user(_ context: GatewayContext) throws -> String {
+        try token(context).user
+    }
+
+    /// `GET /health`: 200 when NATS is connected and the store answers, 503 otherwise.
+    private func health() async throws -> Response {
+        let nats = connection.status
+        var storeOK = true
+        do { _ = try await repository.unreadCount(owner: "health-check") } catch { storeOK = false }
+        let healthy = nats == .connected && storeOK
+        var json = JSONWriterBridge()
+        json.raw("{\"status\":")
+        json.string(healthy ? "ok" : "unavailable")
+        json.raw(",\"nats\":")
+        json.string(nats.description)
+        json.raw(",\"store\":")
+        json.string(storeOK ? "ok" : "unavailable")
+        json.raw(",\"websockets\":")
+        json.integer(Int64(webSockets.load(ordering: .relaxed)))
+        json.raw(",\"event_streams\":")
+        json.integer(Int64(eventStreams.load(ordering: .relaxed)))
+        json.raw(",\"version\":")
+        json.string(configuration.version)
+        json.raw(",\"uptime_seconds\":")
+        json.integer((ContinuousClock.now - startedAt).components.seconds)
+        json.raw("}")
+        return jsonResponse(json.bytes, status: healthy ? .ok : .serviceUnavailable)
+    }
+
+    /// `GET /v1/notifications?limit=&before=`
+    private func listFeed(_ request: Request, user: String) async throws -> Response {
+        let parameters = request.uri.queryParameters
+        var limit = 20
+        if let text = parameters["limit"] {
+            guard let value = Int(text), (1...100).contains(value) else {
+                throw APIError.badRequest("limit must be a whole number from 1 to 100")
+            }
+            limit = value
+        }
+        var before: String?
+        if let text = parameters["before"], !text.isEmpty {
+            guard NotificationIDGenerator.isValid(String(text)) else {
+                throw APIError.badRequest("before must be the next cursor of a previous page")
+            }
+            before = String(text)
+        }
+        let page = try await repository.feed(owner: user, limit: limit, before: before)
+        var json = JSONWriterBridge()
+        json.feed(page, unread: try await repository.unreadCount(owner: user))
+        return jsonResponse(json.bytes)
+    }
+
+    /// `POST /v1/notifications/read` with `{"ids":[…]}` or `{"all":true}`.
+    private func markRead(_ request: Request, user: String) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        guard case .object(let object)? = try? JSONParser.parse(Array(body.readableBytesView)) else {
+            throw APIError.badRequest(#"the body must be a JSON object: {"ids":[…]} or {"all":true}"#)
+        }
+        let changed: [String]
+        switch (object["ids"], object["all"]) {
+        case (.array(let values)?, nil):
+            guard !values.isEmpty, values.count <= 1_000 else { throw APIError.badRequest("ids must hold 1 to 1000 notification ids") }
+            let ids = try values.map { value -> String in
+                guard case .string(let id) = value, NotificationIDGenerator.isValid(id) else {
+                    throw APIError.badRequest("ids must be notification ids")
+                }
+                return id
+            }
+            changed = try await repository.markRead(owner: user, ids: ids)
+        case (nil, .bool(true)?):
+            changed = try await repository.markAllRead(owner: user)
+        default:
+            throw APIError.badRequest(#"send either {"ids":[…]} or {"all":true}"#)
+        }
+        if !changed.isEmpty {
+            let message = OutboundMessage.read(ids: changed, owner: user, prefix: configuration.userSubjectPrefix)
+            do {
+                try connection.publish(message.subject, payload: message.body)
+            } catch {
+                logger.warning("publishing notification.read failed; other tabs see it on their next reload", metadata: [
+                    "user": .string(user), "error": .string(error.description),
+                ])
+            }
+        }
+        var json = JSONWriterBridge()
+        json.count("updated", Int64(changed.count))
+        return jsonResponse(json.bytes)
+    }
+
+    // MARK: WebSocket
+
+    /// Whether the gate must turn a WebSocket upgrade into a plain request
+    /// (answered 401 or 403 by the `/ws` route).
+    private func shouldRefuseUpgrade(_ head: HTTPRequestHead) -> Bool {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == "/ws" else { return false }
+        let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init)
+        // Counted when the /ws route answers the refused request, not here.
+        return upgradeRefusal(authorization: head.headers.first(name: "authorization"), query: query, origin: head.headers.first(name: "origin"), count: false) != nil
+    }
+
+    private func upgradeRefusal(authorization: String?, query: String?, origin: String?, count: Bool = true) -> APIError? {
+        if let origin, !configuration.allows(origin: origin) {
+            return APIError(.forbidden, code: "origin_not_allowed", message: "origin \(origin) may not open a WebSocket here")
+        }
+        let token = bearerToken(authorization: authorization, query: query) ?? ""
+        if case .failure(let failure) = verifier.verify(token, now: unixNow()) {
+            if count { metrics.authFailed(failure) }
+            return .unauthorized(failure)
+        }
+        return nil
+    }
+
+    private func webSocketSession(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, token: VerifiedToken?) async {
+        guard let token else {
+            try? await outbound.close(.policyViolation, reason: "unauthorized")
+            return
+        }
+        let since = request.uri.queryParameters["since"].map(String.init)
+        var feed: LiveFeed
+        do {
+            feed = try await LiveFeed.open(user: token.user, since: since, hub: hub, repository: repository, configuration: configuration)
+        } catch is TooManyConnections {
+            try? await outbound.close(.policyViolation, reason: "too many connections for this user")
+            return
+        } catch {
+            logger.error("opening a WebSocket feed failed", metadata: ["user": .string(token.user), "error": .string("\(error)")])
+            try? await outbound.close(.unexpectedServerError, reason: "the feed is unavailable; retry later")
+            return
+        }
+        metrics.webSockets(webSockets.add(1, ordering: .relaxed).newValue)
+        defer {
+            feed.close(hub: hub)
+            metrics.webSockets(webSockets.subtract(1, ordering: .relaxed).newValue)
+        }
+        let queue = feed.queue
+        await withTaskGroup(of: Void.self) { group in
+            // Read inbound frames: this also answers pings and notices a
+            // client that closes (or sends a frame over the limit: 1009).
+            group.addTask {
+                do {
+                    for try await _ in inbound {}
+                } catch {}
+                queue.close(.clientGone)
+            }
+            group.addTask {
+                let remaining = Duration.seconds(max(token.expiresAt - unixNow(), 0))
+                try? await Task.sleep(for: remaining)
+                if !Task.isCancelled { queue.close(.tokenExpired) }
+            }
+            do {
+                for frame in feed.opening {
+                    try await outbound.write(.text(String(decoding: frame, as: UTF8.self)))
+                }
+                metrics.delivered(feed.opening.count)
+                sending: while true {
+                    switch await queue.next() {
+                    case .frames(let frames):
+                        let live = feed.live(frames)
+                        for frame in live {
+                            try await outbound.write(.text(String(decoding: frame, as: UTF8.self)))
+                        }
+                        metrics.delivered(live.count)
+                    case .overflow:
+                        let resume = feed.lastSentID.map { " with since=\($0)" } ?? ""
+                        try await outbound.close(.init(codeNumber: 1013), reason: "client too slow; reconnect\(resume)")
+                        break sending
+                    case .closed(.shutdown):
+                        try await outbound.close(.goingAway, reason: "server shutting down")
+                        break sending
+                    case .closed(.tokenExpired):
+                        try await outbound.close(.policyViolation, reason: "token expired")
+                        break sending
+                    case .closed(.clientGone):
+                        break sending
+                    }
+                }
+            } catch {
+                // The client went away mid-write.
+            }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Server-Sent Events
+
+    /// `GET /v1/notifications/stream`: the same events as the WebSocket;
+    /// `id:` is the notification id, so `Last-Event-ID` resumes.
+    private func eventStream(_ request: Request, token: VerifiedToken) async throws -> Response {
+        // Browsers send `Last-Event-ID` when an EventSource reconnects.
+        let since = request.headers[.init("Last-Event-ID")!] ?? request.uri.queryParameters["since"].map(String.init)
+        let opened: LiveFeed
+        do {
+            opened = try await LiveFeed.open(user: token.user, since: since, hub: hub, repository: repository, configuration: configuration)
+        } catch is TooManyConnections {
+            throw APIError(.tooManyRequests, code: "too_many_connections", message: "too many connections for this user")
+        }
+        let queue = opened.queue
+        let heartbeat = Duration.seconds(15)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"],
+            body: ResponseBody { [self] writer in
+                var feed = opened
+                metrics.eventStreams(eventStreams.add(1, ordering: .relaxed).newValue)
+                let timers = Task {
+                    // Heartbeats keep proxies from closing the stream and
+                    // reveal dead clients; the expiry ends it.
+                    var next = ContinuousClock.now + heartbeat
+                    let expiry = ContinuousClock.now + .seconds(max(token.expiresAt - unixNow(), 0))
+                    while !Task.isCancelled {
+                        try? await Task.sleep(until: min(next, expiry))
+                        if ContinuousClock.now >= expiry { queue.close(.tokenExpired); return }
+                        queue.push([])
+                        next = ContinuousClock.now + heartbeat
+                    }
+                }
+                do {
+                    try await withGracefulShutdownHandler {
+                        try await request.body.consumeWithInboundCloseHandler { _ in
+                            for frame in feed.opening { try await writer.write(Self.event(frame)) }
+                            streaming: while true {
+                                switch await queue.next() {
+                                case .frames(let frames):
+                                    for frame in feed.live(frames) {
+                                        try await writer.write(frame.isEmpty ? ByteBuffer(string: ": ping\n\n") : Self.event(frame))
+                                    }
+                                case .overflow:
+                                    try await writer.write(ByteBuffer(string: ": client too slow; reconnect with Last-Event-ID\n\n"))
+                                    break streaming
+                                case .closed:
+                                    break streaming
+                                }
+                            }
+                        } onInboundClosed: {
+                            queue.close(.clientGone)
+                        }
+                    } onGracefulShutdown: {
+                        queue.close(.shutdown)
+                    }
+                } catch {
+                    // The client went away mid-write.
+                }
+                timers.cancel()
+                feed.close(hub: hub)
+                metrics.eventStreams(eventStreams.subtract(1, ordering: .relaxed).newValue)
+                try await writer.finish(nil)
+            })
+    }
+
+    /// One SSE event: `id:` for created notifications, then `data:`.
+    static func event(_ frame: [UInt8]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        if let id = createdNotificationID(frame) {
+            buffer.writeString("id: \(id)\n")
+        }
+        buffer.writeString("data: ")
+        buffer.writeBytes(frame)
+        buffer.writeString("\n\n")
+        return buffer
+    }
+
+    /// Live connections, for the drain at shutdown.
+    var openConnections: Int {
+        webSockets.load(ordering: .relaxed) + eventStreams.load(ordering: .relaxed)
+    }
+}
+
+/// Runs first at shutdown (it is listed after the HTTP server): closes every
+/// WebSocket with 1001 and ends every SSE stream, then waits for them to go.
+struct DrainService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        gateway.hub.closeAll()
+        let deadline = ContinuousClock.now + .seconds(5)
+        while gateway.openConnections > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}

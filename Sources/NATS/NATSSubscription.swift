@@ -189,3 +189,70 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
         AsyncIterator(buffer: buffer)
     }
 }
+
+/// State shared with a handler subscription's nats.c callbacks; released by
+/// the on-complete callback.
+final class HandlerCallbacks: Sendable {
+    let handler: @Sendable (NATSMessage) -> Void
+    init(_ handler: @escaping @Sendable (NATSMessage) -> Void) { self.handler = handler }
+}
+
+/// A core NATS subscription that hands each message to a handler on nats.c's
+/// delivery thread. The handler must not block: copy, enqueue, return.
+/// Used for fan-out, where a reader task per subscription would cost more
+/// than the work itself.
+public final class NATSHandlerSubscription: @unchecked Sendable {
+    public let subject: String
+    private let handle: OpaquePointer
+    private let connection: NATSConnection
+    private let unsubscribed = Atomic<Bool>(false)
+
+    init(connection: NATSConnection, subject: String, handler: @escaping @Sendable (NATSMessage) -> Void) throws(NATSError) {
+        let closure = Unmanaged.passRetained(HandlerCallbacks(handler)).toOpaque()
+        var subscription: OpaquePointer?
+        let status = natsConnection_Subscribe(&subscription, connection.handle, subject, { _, _, message, closure in
+            guard let message else { return }
+            let copy = NATSMessage(copying: message)
+            natsMsg_Destroy(message)
+            guard let closure else { return }
+            Unmanaged<HandlerCallbacks>.fromOpaque(closure).takeUnretainedValue().handler(copy)
+        }, closure)
+        guard status == NATS_OK, let subscription else {
+            Unmanaged<HandlerCallbacks>.fromOpaque(closure).release()
+            throw NATSError(operation: "subscribe", status: status, context: "subject \(subject)")
+        }
+        natsSubscription_SetOnCompleteCB(subscription, { closure in
+            guard let closure else { return }
+            Unmanaged<HandlerCallbacks>.fromOpaque(closure).release()
+        }, closure)
+        natsSubscription_SetPendingLimits(subscription, 65_536, 64 * 1024 * 1024)
+        self.subject = subject
+        self.handle = subscription
+        self.connection = connection
+    }
+
+    deinit {
+        natsSubscription_Destroy(handle)
+    }
+
+    /// Stops delivery; the handler is not called after the subscription completes.
+    public func unsubscribe() {
+        guard !unsubscribed.exchange(true, ordering: .relaxed) else { return }
+        natsSubscription_Unsubscribe(handle)
+    }
+
+    /// Messages nats.c dropped for this subscription because the handler
+    /// fell behind its pending limits.
+    public var droppedMessages: Int {
+        var dropped: Int64 = 0
+        natsSubscription_GetDropped(handle, &dropped)
+        return Int(dropped)
+    }
+}
+
+extension NATSConnection {
+    /// Subscribes with a handler called on nats.c's delivery thread.
+    public func subscribe(_ subject: String, handler: @escaping @Sendable (NATSMessage) -> Void) throws(NATSError) -> NATSHandlerSubscription {
+        try NATSHandlerSubscription(connection: self, subject: subject, handler: handler)
+    }
+}

@@ -21,8 +21,8 @@ struct CommonOptions: ParsableArguments {
     var environment: String?
 }
 
-/// Flags of the worker.
-struct WorkerOptions: ParsableArguments {
+/// Flags of the store.
+struct StoreOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: "Directory of the embedded store. [env: DATA_DIR, default: ./data]")
     var dataDirectory: String?
 
@@ -31,7 +31,32 @@ struct WorkerOptions: ParsableArguments {
 
     @Option(name: .customLong("sqlite-synchronous"), help: "full (survives power loss) or normal (survives a crash). [env: SQLITE_SYNCHRONOUS, default: full]")
     var synchronous: String?
+}
 
+/// Flags of the gateway. The secret is read from JWT_SECRET only: a flag
+/// would show it in the process list.
+struct GatewayOptions: ParsableArguments {
+    @Option(name: .customLong("port"), help: "Listen port. [env: PORT, default: 8080]")
+    var port: Int?
+
+    @Option(name: .customLong("host"), help: "Listen address. [env: HOST, default: 0.0.0.0]")
+    var host: String?
+
+    @Option(name: .customLong("allowed-origins"), help: "Origins allowed for CORS and WebSockets, comma-separated; required in production. [env: ALLOWED_ORIGINS]")
+    var allowedOrigins: String?
+
+    @Option(name: .customLong("jwt-issuer"), help: "Required iss claim. [env: JWT_ISSUER]")
+    var jwtIssuer: String?
+
+    @Option(name: .customLong("jwt-audience"), help: "Required aud claim. [env: JWT_AUDIENCE]")
+    var jwtAudience: String?
+
+    @Option(name: .customLong("max-connections-per-user"), help: "Open WebSockets and SSE streams per user. [env: MAX_CONNECTIONS_PER_USER, default: 20]")
+    var maxConnectionsPerUser: Int?
+}
+
+/// Flags of the worker.
+struct WorkerOptions: ParsableArguments {
     @Option(name: .customLong("jetstream"), help: "false: core NATS queue subscription, at-most-once. [env: NATS_JETSTREAM, default: true]")
     var jetStream: Bool?
 

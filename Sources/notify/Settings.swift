@@ -2,6 +2,7 @@ import Foundation
 import NATS
 import Notifications
 import SQLiteStore
+import Gateway
 
 /// A setting that cannot be used; the message names the variable or flag.
 struct SettingsError: Error, CustomStringConvertible {
@@ -181,16 +182,13 @@ struct CommonSettings {
     }
 }
 
-/// Settings of the worker.
-struct WorkerSettings {
-    var common: CommonSettings
-    var worker: WorkerConfiguration
+/// Settings of the embedded store.
+struct StoreSettings {
     var dataDirectory: String
     var tableName: String
     var synchronous: SQLiteDatabase.Synchronous
 
-    init(_ reader: SettingsReader, common: CommonSettings, flags: WorkerOptions) throws {
-        self.common = common
+    init(_ reader: SettingsReader, flags: StoreOptions) throws {
         dataDirectory = reader.string("DATA_DIR", flag: flags.dataDirectory, default: "./data")
         tableName = reader.string("NOTIF_TABLE_NAME", flag: flags.tableName, default: "notifications")
         let validName = tableName.utf8.count >= 3 && tableName.utf8.count <= 255
@@ -199,6 +197,16 @@ struct WorkerSettings {
             throw SettingsError(message: "NOTIF_TABLE_NAME: '\(tableName)' must be 3–255 characters of A–Z, a–z, 0–9, '_', '.', '-'")
         }
         synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
+    }
+
+    var databasePath: String { dataDirectory + "/notify.sqlite" }
+}
+
+/// Settings of the worker.
+struct WorkerSettings {
+    var worker: WorkerConfiguration
+
+    init(_ reader: SettingsReader, common: CommonSettings, flags: WorkerOptions) throws {
         let useJetStream = try reader.bool("NATS_JETSTREAM", flag: flags.jetStream, default: true)
         let streamName = reader.string("NATS_STREAM", flag: flags.streamName, default: "NOTIFICATIONS")
         let consumerName = reader.string("NATS_CONSUMER", flag: flags.consumerName, default: "notification-worker")
@@ -228,9 +236,46 @@ struct WorkerSettings {
             streamName: streamName, streamStorage: storage.storage, streamMaxAge: maxAge, consumerName: consumerName,
             ackWait: ackWait, maxDeliver: maxDeliver, backoff: backoff, batchSize: batchSize, crashPoint: crashPoint)
     }
-
-    var databasePath: String { dataDirectory + "/notify.sqlite" }
 }
+
+/// Settings of the gateway.
+struct GatewaySettings {
+    var gateway: GatewayConfiguration
+
+    init(_ reader: SettingsReader, common: CommonSettings, flags: GatewayOptions) throws {
+        guard let secret = reader.raw("JWT_SECRET", flag: nil) else {
+            throw SettingsError(message: "JWT_SECRET is required for the gateway: the HS256 secret your main API signs tokens with (at least \(TokenVerifier.minimumSecretBytes) bytes)")
+        }
+        guard secret.utf8.count >= TokenVerifier.minimumSecretBytes else {
+            throw SettingsError(message: "JWT_SECRET is \(secret.utf8.count) bytes; HS256 needs at least \(TokenVerifier.minimumSecretBytes)")
+        }
+        let port = try reader.integer("PORT", flag: flags.port, default: 8080, range: 0...65_535)
+        let host = reader.string("HOST", flag: flags.host, default: "0.0.0.0")
+        var origins: [String]?
+        if let text = reader.raw("ALLOWED_ORIGINS", flag: flags.allowedOrigins) {
+            let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if !list.contains("*") {
+                for origin in list {
+                    guard let url = URLComponents(string: origin), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil, url.path.isEmpty else {
+                        throw SettingsError(message: "ALLOWED_ORIGINS: '\(origin)' is not an origin (scheme://host[:port], no path)")
+                    }
+                }
+                origins = list
+            }
+        } else if common.production {
+            throw SettingsError(message: "ALLOWED_ORIGINS is required in production: the origins of your web app, e.g. https://app.example.com")
+        }
+        let maxConnections = try reader.integer("MAX_CONNECTIONS_PER_USER", flag: flags.maxConnectionsPerUser, default: 20, range: 1...10_000)
+        gateway = GatewayConfiguration(
+            host: host, port: port, jwtSecret: secret,
+            jwtIssuer: reader.raw("JWT_ISSUER", flag: flags.jwtIssuer), jwtAudience: reader.raw("JWT_AUDIENCE", flag: flags.jwtAudience),
+            allowedOrigins: origins, userSubjectPrefix: common.userSubjectPrefix, maxConnectionsPerUser: maxConnections,
+            production: common.production, version: notifyVersion)
+    }
+}
+
+/// Reported by `/health`.
+let notifyVersion = "0.1.0"
 
 enum StreamStorageSetting: String, CaseIterable {
     case file, memory

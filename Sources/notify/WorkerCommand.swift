@@ -1,12 +1,7 @@
 import ArgumentParser
 import Foundation
-import KeyValueStore
 import Logging
-import NATS
 import Notifications
-import SQLiteStore
-import ServiceLifecycle
-import UnixSignals
 
 /// `notify worker`: consume events, store them, publish per-user messages.
 struct WorkerCommand: AsyncParsableCommand {
@@ -17,92 +12,77 @@ struct WorkerCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var store: StoreOptions
     @OptionGroup var options: WorkerOptions
 
     func run() async throws {
         let common = CommonSettings.load(common)
-        let settings: WorkerSettings
-        do {
-            settings = try WorkerSettings(SettingsReader(environment: ProcessInfo.processInfo.environment), common: common, flags: options)
-        } catch {
-            fail("\(error)", code: exitBadSetting)
+        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
+        let (storeSettings, workerSettings) = settingsOrExit {
+            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: options))
         }
-        LogSetup.bootstrap(level: settings.common.logLevel, production: settings.common.production)
-        try await withNATSLibrary { try await Self.run(settings, logger: Logger(label: "notify")) }
-    }
-
-    private static func run(_ settings: WorkerSettings, logger: Logger) async throws {
-        let runtime = try await Runtime.start(settings, logger: logger)
-        let worker: NotificationWorker
-        do {
-            worker = try await NotificationWorker.prepare(
-                configuration: settings.worker, connection: runtime.connection, repository: runtime.repository, logger: logger)
-        } catch {
-            await runtime.close()
-            fail("cannot start the worker: \(error)", code: exitUnavailable)
+        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
+            try await runtime.worker(workerSettings)
         }
-        let sweeper = ExpirySweeper(store: runtime.store, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: sweeper), .init(service: worker)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            logger.error("stopped with an error", metadata: ["error": .string("\(error)")])
-            await runtime.close()
-            throw ExitCode.failure
-        }
-        await runtime.close()
     }
 }
 
-/// What a command connects to and opens before its services start, closed
-/// in reverse order after they stop.
-struct Runtime {
-    let connection: NATSConnection
-    let database: SQLiteDatabase
-    let store: SQLiteKeyValueStore
-    let repository: NotificationRepository
-    let logger: Logger
+/// `notify gateway`: HTTP, WebSocket and SSE for clients.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Run the gateway: the feed API, live WebSocket and SSE delivery, on PORT.",
+        discussion: "Run several behind a load balancer: gateways share nothing but NATS and the store."
+    )
 
-    static func start(_ settings: WorkerSettings, logger: Logger) async throws -> Runtime {
-        let connection = await settings.common.connect()
-        let events = connection.events
-        Task.detached {
-            for await event in events {
-                switch event {
-                case .disconnected: logger.warning("NATS disconnected; reconnecting")
-                case .reconnected(let url): logger.info("NATS reconnected", metadata: ["url": .string(url)])
-                case .closed: logger.info("NATS connection closed")
-                case .error(let text): logger.error("NATS error", metadata: ["error": .string(text)])
-                }
-            }
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var options: GatewayOptions
+
+    func run() async throws {
+        let common = CommonSettings.load(common)
+        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
+        let (storeSettings, gatewaySettings) = settingsOrExit {
+            (try StoreSettings(reader, flags: store), try GatewaySettings(reader, common: common, flags: options))
         }
-        do {
-            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-        } catch {
-            fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
+        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
+            try runtime.gateway(gatewaySettings)
         }
-        guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
-            fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
-        }
-        let database: SQLiteDatabase
-        let store: SQLiteKeyValueStore
-        do {
-            database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
-            store = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
-        } catch {
-            fail("cannot open the store: \(error.message)", code: exitUnavailable)
-        }
-        logger.info("store opened", metadata: ["path": .string(settings.databasePath), "table": .string(settings.tableName)])
-        let repository = NotificationRepository(store: store, userSubjectPrefix: settings.common.userSubjectPrefix)
-        return Runtime(connection: connection, database: database, store: store, repository: repository, logger: logger)
     }
+}
 
-    /// Closes the store, then NATS.
-    func close() async {
-        await database.close()
-        await connection.close()
+/// `notify serve`: worker and gateway in one process.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the worker and the gateway in one process (what `make run` starts)."
+    )
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var workerOptions: WorkerOptions
+    @OptionGroup var gatewayOptions: GatewayOptions
+
+    func run() async throws {
+        let common = CommonSettings.load(common)
+        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
+        let (storeSettings, workerSettings, gatewaySettings) = settingsOrExit {
+            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: workerOptions),
+             try GatewaySettings(reader, common: common, flags: gatewayOptions))
+        }
+        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
+            // Stopped in reverse: gateway first (clients closed with 1001),
+            // then the worker finishes and acknowledges its batch.
+            try await runtime.worker(workerSettings) + (try runtime.gateway(gatewaySettings))
+        }
+    }
+}
+
+/// The value of `body`, or a one-line error and exit status 2.
+func settingsOrExit<T>(_ body: () throws -> T) -> T {
+    do {
+        return try body()
+    } catch {
+        fail("\(error)", code: exitBadSetting)
     }
 }

@@ -1,0 +1,72 @@
+/// Everything the gateway needs to know, validated before it starts.
+public struct GatewayConfiguration: Sendable {
+    /// Listen address (`HOST`, `PORT`); port 0 picks a free one.
+    public var host: String
+    public var port: Int
+    /// HS256 secret shared with the main API (`JWT_SECRET`).
+    public var jwtSecret: String
+    public var jwtIssuer: String?
+    public var jwtAudience: String?
+    /// Origins allowed for CORS and WebSocket upgrades; `nil` allows any
+    /// (development only).
+    public var allowedOrigins: [String]?
+    /// Prefix of the per-user subjects (`USER_SUBJECT_PREFIX`).
+    public var userSubjectPrefix: String
+    /// Open WebSocket and SSE connections one user may hold.
+    public var maxConnectionsPerUser: Int
+    /// Frames a connection may have queued before it is closed as slow (1013).
+    public var clientQueueLimit: Int
+    /// Largest inbound WebSocket frame (1009 above).
+    public var maxInboundFrameBytes: Int
+    /// Ping interval; a client silent for two intervals is closed.
+    public var pingInterval: Duration
+    /// How long a client may take to complete the HTTP/WebSocket handshake.
+    public var handshakeTimeout: Duration
+    /// `true` in production: no demo page, no development token endpoint,
+    /// `allowedOrigins` required.
+    public var production: Bool
+    /// Notifications replayed on resume, at most; more asks the client to reload.
+    public var maxReplay: Int
+    /// Version reported by `/health`.
+    public var version: String
+
+    public init(
+        host: String = "0.0.0.0",
+        port: Int = 8080,
+        jwtSecret: String,
+        jwtIssuer: String? = nil,
+        jwtAudience: String? = nil,
+        allowedOrigins: [String]? = nil,
+        userSubjectPrefix: String = "users",
+        maxConnectionsPerUser: Int = 20,
+        clientQueueLimit: Int = 512,
+        maxInboundFrameBytes: Int = 65_536,
+        pingInterval: Duration = .seconds(30),
+        handshakeTimeout: Duration = .seconds(10),
+        production: Bool = false,
+        maxReplay: Int = 1_000,
+        version: String = "dev"
+    ) {
+        self.host = host
+        self.port = port
+        self.jwtSecret = jwtSecret
+        self.jwtIssuer = jwtIssuer
+        self.jwtAudience = jwtAudience
+        self.allowedOrigins = allowedOrigins
+        self.userSubjectPrefix = userSubjectPrefix
+        self.maxConnectionsPerUser = maxConnectionsPerUser
+        self.clientQueueLimit = clientQueueLimit
+        self.maxInboundFrameBytes = maxInboundFrameBytes
+        self.pingInterval = pingInterval
+        self.handshakeTimeout = handshakeTimeout
+        self.production = production
+        self.maxReplay = maxReplay
+        self.version = version
+    }
+
+    /// Whether a browser page from `origin` may call the API or open a WebSocket.
+    public func allows(origin: String) -> Bool {
+        guard let allowedOrigins else { return true }
+        return allowedOrigins.contains(origin)
+    }
+}

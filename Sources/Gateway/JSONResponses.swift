@@ -1,0 +1,72 @@
+import Hummingbird
+import NIOCore
+import Notifications
+
+/// Builds the gateway's JSON bodies with the same writer the worker uses.
+struct JSONWriterBridge {
+    private var writer = JSONWriter(capacity: 256)
+    var bytes: [UInt8] { writer.bytes }
+
+    mutating func errorBody(code: String, message: String) {
+        writer.raw("{\"error\":{\"code\":")
+        writer.string(code)
+        writer.raw(",\"message\":")
+        writer.string(message)
+        writer.raw("}}")
+    }
+
+    /// `{"type":"hello","user":…,"unread":N}`
+    mutating func hello(user: String, unread: Int64) {
+        writer.raw("{\"type\":\"hello\",\"user\":")
+        writer.string(user)
+        writer.raw(",\"unread\":")
+        writer.integer(unread)
+        writer.raw("}")
+    }
+
+    /// `{"items":[…],"next":…,"unread":N}`
+    mutating func feed(_ page: FeedPage, unread: Int64) {
+        writer.raw("{\"items\":[")
+        for (index, record) in page.items.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.bytes.append(contentsOf: record.json)
+        }
+        writer.raw("],\"next\":")
+        if let next = page.next { writer.string(next) } else { writer.raw("null") }
+        writer.raw(",\"unread\":")
+        writer.integer(unread)
+        writer.raw("}")
+    }
+
+    /// `{"<name>":N}`
+    mutating func count(_ name: StaticString, _ value: Int64) {
+        writer.raw("{\"")
+        writer.raw(name)
+        writer.raw("\":")
+        writer.integer(value)
+        writer.raw("}")
+    }
+
+    mutating func raw(_ text: StaticString) { writer.raw(text) }
+    mutating func string(_ text: String) { writer.string(text) }
+    mutating func integer(_ value: Int64) { writer.integer(value) }
+}
+
+/// `{"type":"reset"}`: the client must reload its feed.
+let resetFrame = Array(#"{"type":"reset"}"#.utf8)
+
+/// A 200 response with a JSON body.
+func jsonResponse(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+    Response(
+        status: status,
+        headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+}
+
+/// The notification id of a `notification.created` frame (as the worker
+/// writes them), or `nil` for any other frame.
+func createdNotificationID(_ frame: [UInt8]) -> String? {
+    let prefix = Array(#"{"type":"notification.created","notification":{"id":""#.utf8)
+    guard frame.count >= prefix.count + 26, frame.starts(with: prefix) else { return nil }
+    return String(decoding: frame[prefix.count..<prefix.count + 26], as: UTF8.self)
+}

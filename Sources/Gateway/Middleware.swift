@@ -1,0 +1,94 @@
+import Hummingbird
+import HummingbirdCore
+
+/// The bearer token of a request: `Authorization: Bearer <jwt>`, or the
+/// `access_token` query parameter (browsers cannot set headers on WebSocket
+/// and EventSource requests).
+func bearerToken(authorization: String?, query: String?) -> String? {
+    if let authorization, authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " {
+        return String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    }
+    guard let query else { return nil }
+    for pair in query.split(separator: "&") {
+        let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        if parts.count == 2, parts[0] == "access_token" {
+            return String(parts[1]).removingPercentEncoding ?? String(parts[1])
+        }
+    }
+    return nil
+}
+
+/// Verifies the bearer token; on success the context carries it.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let verifier: TokenVerifier
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let token = bearerToken(authorization: request.headers[.authorization], query: request.uri.query) ?? ""
+        switch verifier.verify(token, now: unixNow()) {
+        case .success(let verified):
+            var context = context
+            context.token = verified
+            return try await next(request, context)
+        case .failure(let failure):
+            metrics.authFailed(failure)
+            throw APIError.unauthorized(failure)
+        }
+    }
+}
+
+/// CORS for the HTTP API: an allowed `Origin` is echoed back; preflight
+/// requests are answered here. Without `ALLOWED_ORIGINS` (development) every
+/// origin is allowed.
+struct CORSMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let configuration: GatewayConfiguration
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        let allowed = configuration.allows(origin: origin)
+        if request.method == .options {
+            guard allowed else { throw APIError(.forbidden, code: "origin_not_allowed", message: "origin \(origin) is not allowed") }
+            return Response(status: .noContent, headers: [
+                .accessControlAllowOrigin: origin,
+                .accessControlAllowMethods: "GET, POST, OPTIONS",
+                .accessControlAllowHeaders: "Authorization, Content-Type, Last-Event-ID",
+                .accessControlMaxAge: "600",
+                .vary: "Origin",
+            ])
+        }
+        do {
+            var response = try await next(request, context)
+            if allowed {
+                response.headers[.accessControlAllowOrigin] = origin
+                response.headers[.vary] = "Origin"
+            }
+            return response
+        } catch let error as APIError where allowed {
+            // Let the browser read the error, too.
+            throw CORSError(base: error, origin: origin)
+        }
+    }
+}
+
+/// An API error that carries CORS headers.
+struct CORSError: HTTPResponseError {
+    let base: APIError
+    let origin: String
+    var status: HTTPResponse.Status { base.status }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try base.response(from: request, context: context)
+        response.headers[.accessControlAllowOrigin] = origin
+        response.headers[.vary] = "Origin"
+        return response
+    }
+}
+
+/// Unix seconds now.
+func unixNow() -> Int64 {
+    Int64(Date().timeIntervalSince1970)
+}
+
+import Foundation

@@ -1,0 +1,201 @@
+import NATS
+import Notifications
+import Synchronization
+
+/// Frames waiting to be sent to one client. Bounded: a client that falls
+/// more than `limit` frames behind is marked slow and its queue stops
+/// accepting, so a stalled client can never grow the server's memory.
+final class ClientQueue: Sendable {
+    /// Why a queue was closed.
+    enum CloseReason: Sendable {
+        /// The server is shutting down (WebSocket close 1001).
+        case shutdown
+        /// The client's token expired (1008).
+        case tokenExpired
+        /// The client went away.
+        case clientGone
+    }
+
+    /// What the sender loop gets next.
+    enum Next: Sendable {
+        case frames([[UInt8]])
+        /// The client fell behind: close it (1013) so it resumes with `since`.
+        case overflow
+        case closed(CloseReason)
+    }
+
+    private struct State {
+        var frames: [[UInt8]] = []
+        var head = 0
+        var waiter: CheckedContinuation<Void, Never>?
+        var overflowed = false
+        var closed: CloseReason?
+        var count: Int { frames.count - head }
+    }
+
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = max(1, limit)
+    }
+
+    enum PushResult { case queued, becameSlow, refused }
+
+    /// Adds a frame. `.becameSlow` the first time the client is too far
+    /// behind (the queue then takes nothing more); `.refused` after that or
+    /// once closed. Never blocks.
+    @discardableResult
+    func push(_ frame: [UInt8]) -> PushResult {
+        let (result, waiter) = state.withLock { state -> (PushResult, CheckedContinuation<Void, Never>?) in
+            guard state.closed == nil, !state.overflowed else { return (.refused, nil) }
+            let result: PushResult
+            if state.count >= limit {
+                state.overflowed = true
+                result = .becameSlow
+            } else {
+                state.frames.append(frame)
+                result = .queued
+            }
+            defer { state.waiter = nil }
+            return (result, state.waiter)
+        }
+        waiter?.resume()
+        return result
+    }
+
+    /// Ends the queue; the sender gets `.closed` (the first reason given)
+    /// once it has taken what is queued.
+    func close(_ reason: CloseReason) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.closed == nil { state.closed = reason }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Everything queued, or waits for the next frame. An overflowed queue
+    /// reports `.overflow` at once, whatever is still queued.
+    func next() async -> Next {
+        while true {
+            let ready = state.withLock { state -> Next? in
+                if state.overflowed { return .overflow }
+                if state.count > 0 {
+                    let batch = Array(state.frames[state.head...])
+                    state.frames.removeAll(keepingCapacity: state.frames.count <= 64)
+                    state.head = 0
+                    return .frames(batch)
+                }
+                return state.closed.map { .closed($0) }
+            }
+            if let ready { return ready }
+            if Task.isCancelled { return .closed(.clientGone) }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if state.count > 0 || state.closed != nil || state.overflowed || Task.isCancelled { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            } onCancel: {
+                let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
+            }
+        }
+    }
+}
+
+/// Too many connections for one user.
+struct TooManyConnections: Error {
+    let limit: Int
+}
+
+/// The per-user NATS subscriptions of one gateway: one subscription to
+/// `<prefix>.<user>.notifications` per connected user, shared by that
+/// user's connections and dropped with the last one. NATS routes each
+/// user's messages only to the gateways holding that user's connections;
+/// gateways share nothing else.
+final class UserHub: Sendable {
+    private struct Entry {
+        var subscription: NATSHandlerSubscription
+        var clients: [ObjectIdentifier: ClientQueue]
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+    private let connection: NATSConnection
+    private let prefix: String
+    private let maxConnectionsPerUser: Int
+    private let metrics: GatewayMetrics
+
+    init(connection: NATSConnection, userSubjectPrefix: String, maxConnectionsPerUser: Int, metrics: GatewayMetrics) {
+        self.connection = connection
+        self.prefix = userSubjectPrefix
+        self.maxConnectionsPerUser = maxConnectionsPerUser
+        self.metrics = metrics
+    }
+
+    /// Starts delivering `user`'s messages to `queue`. The user id must
+    /// already be validated (it becomes a subject token).
+    func attach(user: String, queue: ClientQueue) throws {
+        precondition(EventValidator.isValidUserID(user), "user ids are validated before they reach the hub")
+        try entries.withLock { (entries) throws in
+            if var entry = entries[user] {
+                guard entry.clients.count < maxConnectionsPerUser else { throw TooManyConnections(limit: maxConnectionsPerUser) }
+                entry.clients[ObjectIdentifier(queue)] = queue
+                entries[user] = entry
+                return
+            }
+            let subject = OutboundMessage.userSubject(user, prefix: prefix)
+            let subscription = try connection.subscribe(subject) { [weak self] message in
+                self?.deliver(message.payload, to: user)
+            }
+            entries[user] = Entry(subscription: subscription, clients: [ObjectIdentifier(queue): queue])
+        }
+    }
+
+    /// Stops delivering to `queue`; the last one of a user ends the subscription.
+    func detach(user: String, queue: ClientQueue) {
+        let finished = entries.withLock { entries -> NATSHandlerSubscription? in
+            guard var entry = entries[user] else { return nil }
+            entry.clients[ObjectIdentifier(queue)] = nil
+            if entry.clients.isEmpty {
+                entries[user] = nil
+                return entry.subscription
+            }
+            entries[user] = entry
+            return nil
+        }
+        finished?.unsubscribe()
+    }
+
+    /// Called on nats.c's thread: hand the frame to every queue of the user.
+    private func deliver(_ frame: [UInt8], to user: String) {
+        let queues = entries.withLock { $0[user].map { Array($0.clients.values) } ?? [] }
+        for queue in queues where queue.push(frame) == .becameSlow {
+            metrics.slowClient()
+        }
+    }
+
+    /// Users and connections currently attached.
+    var counts: (users: Int, connections: Int) {
+        entries.withLock { entries in (entries.count, entries.values.reduce(0) { $0 + $1.clients.count }) }
+    }
+
+    /// Closes every queue (graceful shutdown) and drops the subscriptions.
+    func closeAll() {
+        let all = entries.withLock { entries -> [Entry] in
+            defer { entries.removeAll() }
+            return Array(entries.values)
+        }
+        for entry in all {
+            entry.subscription.unsubscribe()
+            for queue in entry.clients.values { queue.close(.shutdown) }
+        }
+    }
+}

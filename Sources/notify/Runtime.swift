@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import KeyValueStore
+import Logging
+import Metrics
+import NATS
+import Notifications
+import Prometheus
+import SQLiteStore
+import ServiceLifecycle
+import UnixSignals
+
+/// What a command connects to and opens before its services start, closed
+/// in reverse order after they stop.
+struct Runtime {
+    let common: CommonSettings
+    let connection: NATSConnection
+    let database: SQLiteDatabase
+    let store: SQLiteKeyValueStore
+    let repository: NotificationRepository
+    let metrics: PrometheusCollectorRegistry
+    let logger: Logger
+
+    static func start(common: CommonSettings, store settings: StoreSettings, metrics: PrometheusCollectorRegistry, logger: Logger) async -> Runtime {
+        let connection = await common.connect()
+        let events = connection.events
+        Task.detached {
+            for await event in events {
+                switch event {
+                case .disconnected: logger.warning("NATS disconnected; reconnecting")
+                case .reconnected(let url): logger.info("NATS reconnected", metadata: ["url": .string(url)])
+                case .closed: logger.info("NATS connection closed")
+                case .error(let text): logger.error("NATS error", metadata: ["error": .string(text)])
+                }
+            }
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
+        }
+        guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
+            fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
+        }
+        let database: SQLiteDatabase
+        let store: SQLiteKeyValueStore
+        do {
+            database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
+            store = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
+        } catch {
+            fail("cannot open the store: \(error.message)", code: exitUnavailable)
+        }
+        logger.info("store opened", metadata: ["path": .string(settings.databasePath), "table": .string(settings.tableName)])
+        let repository = NotificationRepository(store: store, userSubjectPrefix: common.userSubjectPrefix)
+        return Runtime(common: common, connection: connection, database: database, store: store, repository: repository, metrics: metrics, logger: logger)
+    }
+
+    /// The worker's services: the TTL sweeper and the worker.
+    func worker(_ settings: WorkerSettings) async throws -> [any Service] {
+        let worker: NotificationWorker
+        do {
+            worker = try await NotificationWorker.prepare(
+                configuration: settings.worker, connection: connection, repository: repository, logger: logger)
+        } catch {
+            await close()
+            fail("cannot start the worker: \(error)", code: exitUnavailable)
+        }
+        return [ExpirySweeper(store: store, logger: logger), worker]
+    }
+
+    /// The gateway's services: the HTTP server and its drain.
+    func gateway(_ settings: GatewaySettings) throws -> [any Service] {
+        let registry = metrics
+        let gateway = try Gateway(
+            configuration: settings.gateway, connection: connection, repository: repository, logger: logger,
+            metricsText: { registry.emitToBuffer() })
+        let logger = self.logger
+        return gateway.services { port in
+            logger.info("gateway listening", metadata: ["port": .stringConvertible(port)])
+        }
+    }
+
+    /// Closes the store, then NATS.
+    func close() async {
+        await database.close()
+        await connection.close()
+    }
+}
+
+/// Bootstraps logging and metrics, opens the runtime, runs the services
+/// until SIGTERM or SIGINT, and closes everything in reverse order.
+enum ServiceRunner {
+    static func run(common: CommonSettings, store: StoreSettings, services: (Runtime) async throws -> [any Service]) async throws {
+        LogSetup.bootstrap(level: common.logLevel, production: common.production)
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "notify")
+        try await withNATSLibrary {
+            let runtime = await Runtime.start(common: common, store: store, metrics: registry, logger: logger)
+            let list = try await services(runtime)
+            let group = ServiceGroup(configuration: .init(
+                services: list.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+            do {
+                try await group.run()
+            } catch {
+                logger.error("stopped with an error", metadata: ["error": .string("\(error)")])
+                await runtime.close()
+                throw ExitCode.failure
+            }
+            await runtime.close()
+        }
+    }
+}
