@@ -130,6 +130,10 @@ let package = Package(
             dependencies: [
                 "Gateway", "Notifications", "NATS", "SQLiteStore", "KeyValueStore", "TestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -14,7 +14,9 @@ public struct GatewayConfiguration: Sendable {
     public var userSubjectPrefix: String
     /// Open WebSocket and SSE connections one user may hold.
     public var maxConnectionsPerUser: Int
-    /// Frames a connection may have queued before it is closed as slow (1013).
+    /// Frames a connection may have queued before it is closed as slow
+    /// (1013). Must exceed the worker's batch size: a batch may carry that
+    /// many notifications for one user, published in one burst.
     public var clientQueueLimit: Int
     /// Largest inbound WebSocket frame (1009 above).
     public var maxInboundFrameBytes: Int
@@ -39,7 +41,7 @@ public struct GatewayConfiguration: Sendable {
         allowedOrigins: [String]? = nil,
         userSubjectPrefix: String = "users",
         maxConnectionsPerUser: Int = 20,
-        clientQueueLimit: Int = 512,
+        clientQueueLimit: Int = 4_096,
         maxInboundFrameBytes: Int = 65_536,
         pingInterval: Duration = .seconds(30),
         handshakeTimeout: Duration = .seconds(10),

@@ -1,0 +1,250 @@
+import Foundation
+@testable import Gateway
+import HummingbirdWSClient
+import KeyValueStore
+import Logging
+import NATS
+import NIOWebSocket
+import Notifications
+import ServiceLifecycle
+import SQLiteStore
+import Synchronization
+import Testing
+import TestSupport
+
+/// A nats-server, a SQLite file, a worker and a gateway on a free port, all
+/// real; the gateway can be restarted on its own.
+final class GatewayHarness: Sendable {
+    static let secret = "gateway-test-secret-of-32-bytes!!"
+    let server: NATSServer
+    let directory: TemporaryDirectory
+    let connection: NATSConnection
+    let jetStream: JetStream
+    let verifier = TokenVerifier(secret: GatewayHarness.secret)
+    private let worker: Running
+    private let gateway: Mutex<Running?>
+    private let gatewayPort = Atomic<Int>(0)
+    private let configure: @Sendable (inout GatewayConfiguration) -> Void
+
+    /// A service group, its task, and what it opened.
+    struct Running: Sendable {
+        let group: ServiceGroup
+        let task: Task<Void, any Error>
+        let database: SQLiteDatabase
+        let connection: NATSConnection
+
+        func stop() async {
+            await group.triggerGracefulShutdown()
+            _ = await task.result
+            await database.close()
+            await connection.close()
+        }
+    }
+
+    var port: Int { gatewayPort.load(ordering: .relaxed) }
+
+    static func run(configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in }, _ body: (GatewayHarness) async throws -> Void) async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let harness = try await GatewayHarness(server: server, directory: directory, configure: configure)
+                do {
+                    try await body(harness)
+                } catch {
+                    await harness.stop()
+                    throw error
+                }
+                await harness.stop()
+            }
+        }
+    }
+
+    private init(server: NATSServer, directory: TemporaryDirectory, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void) async throws {
+        self.server = server
+        self.directory = directory
+        self.configure = configure
+        connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+        jetStream = try JetStream(connection: connection)
+        worker = try await Self.startWorker(server: server, path: directory.file("notify.sqlite"))
+        gateway = Mutex(nil)
+        try await startGateway()
+    }
+
+    private static var quietLogger: Logger {
+        var logger = Logger(label: "gateway-test")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    private static func startWorker(server: NATSServer, path: String) async throws -> Running {
+        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+        let database = try await SQLiteDatabase.open(.init(path: path))
+        let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+        let worker = try await NotificationWorker.prepare(
+            configuration: WorkerConfiguration(streamStorage: .memory, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
+            connection: connection, repository: repository, logger: quietLogger)
+        let group = ServiceGroup(services: [worker], logger: quietLogger)
+        return Running(group: group, task: Task { try await group.run() }, database: database, connection: connection)
+    }
+
+    /// Starts (or restarts) the gateway on a free port.
+    func startGateway() async throws {
+        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+        let database = try await SQLiteDatabase.open(.init(path: directory.file("notify.sqlite")))
+        let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+        var configuration = GatewayConfiguration(host: "127.0.0.1", port: 0, jwtSecret: Self.secret)
+        configure(&configuration)
+        let gateway = try Gateway(
+            configuration: configuration, connection: connection, repository: repository, logger: Self.quietLogger,
+            metricsText: { Array("# metrics\nnotify_up 1\n".utf8) })
+        let (ready, readyContinuation) = AsyncStream.makeStream(of: Int.self)
+        let services = gateway.services { port in readyContinuation.yield(port) }
+        let group = ServiceGroup(services: services, logger: Self.quietLogger)
+        let task = Task { try await group.run() }
+        var iterator = ready.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw RawHTTPError("the gateway did not start") }
+        gatewayPort.store(port, ordering: .relaxed)
+        self.gateway.withLock { $0 = Running(group: group, task: task, database: database, connection: connection) }
+    }
+
+    func stopGateway() async {
+        let running = gateway.withLock { running -> Running? in
+            defer { running = nil }
+            return running
+        }
+        await running?.stop()
+    }
+
+    private func stop() async {
+        await stopGateway()
+        await worker.stop()
+        await connection.close()
+    }
+
+    // MARK: Helpers
+
+    func token(_ user: String, expiresIn seconds: Int64 = 600) -> String {
+        verifier.sign(user: user, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
+    }
+
+    /// Publishes a like for `owner` through JetStream (the worker stores it).
+    func like(owner: String, resource: String = "p-\(UUID().uuidString.prefix(8))", trigger: String = "ben", excerpt: String? = nil) async throws {
+        var body = #"{"owner":"\#(owner)","trigger_user":"\#(trigger)","action":1,"resource_type":"POST","resource_id":"\#(resource)","created_at":\#(Int(Date().timeIntervalSince1970))"#
+        if let excerpt { body += #","excerpt":"\#(excerpt)""# }
+        body += "}"
+        _ = try await jetStream.publish("notifications.post.like", payload: Array(body.utf8))
+    }
+
+    /// GET with a bearer token.
+    func get(_ path: String, token: String?) async throws -> RawHTTPResponse {
+        try await httpRequest(port: port, "GET", path, headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [])
+    }
+
+    /// A raw WebSocket upgrade request; returns the response head.
+    func upgrade(_ path: String = "/ws", headers: [(String, String)] = []) async throws -> RawHTTPResponse {
+        let connection = try RawHTTPConnection(port: port)
+        try connection.send("GET", path, headers: [
+            ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] + headers)
+        let text = await connection.read(timeout: .seconds(5)) { text in
+            text.hasPrefix("HTTP/1.1 101") ? text.contains("\r\n\r\n") : text.contains("}") || text.contains("\r\n\r\n") && text.lowercased().contains("content-length: 0")
+        }
+        return try RawHTTPResponse(text)
+    }
+}
+
+/// A WebSocket client that records every text frame and how the connection ended.
+final class TestWebSocket: Sendable {
+    private final class FrameLog: Sendable {
+        let frames = Mutex<[String]>([])
+    }
+
+    private let log = FrameLog()
+    private let closing: AsyncStream<Void>.Continuation
+    private let task: Task<WebSocketCloseFrame?, any Error>
+
+    /// Connects to `path` (with its query). With `readAfter`, the client
+    /// reads nothing until that long has passed (a slow client).
+    init(port: Int, path: String, readAfter: Duration? = nil, send: [String] = []) {
+        let (closeSignal, closing) = AsyncStream.makeStream(of: Void.self)
+        self.closing = closing
+        let log = self.log
+        var logger = Logger(label: "ws-client")
+        logger.logLevel = .critical
+        task = Task {
+            try await WebSocketClient.connect(
+                url: "ws://127.0.0.1:\(port)\(path)", configuration: .init(maxFrameSize: 1 << 20), logger: logger
+            ) { inbound, outbound, _ in
+                for text in send { try await outbound.write(.text(text)) }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        if let readAfter { try await Task.sleep(for: readAfter) }
+                        for try await message in inbound.messages(maxSize: 1 << 20) {
+                            if case .text(let text) = message { log.frames.withLock { $0.append(text) } }
+                        }
+                    }
+                    group.addTask {
+                        for await _ in closeSignal {}
+                        try await outbound.close(.normalClosure, reason: nil)
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
+    deinit {
+        closing.finish()
+        task.cancel()
+    }
+
+    var texts: [String] { log.frames.withLock { $0 } }
+
+    /// The frames as JSON objects.
+    var objects: [[String: Any]] {
+        texts.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+    }
+
+    /// Waits until at least `count` frames arrived.
+    @discardableResult
+    func wait(for count: Int, timeout: Duration = .seconds(10)) async -> [[String: Any]] {
+        let deadline = ContinuousClock.now + timeout
+        while texts.count < count, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return objects
+    }
+
+    /// Closes from the client side.
+    func close() async {
+        closing.finish()
+        _ = await task.result
+    }
+
+    /// Waits for the connection to end; the server's close frame, or `nil`
+    /// when it did not end in time or ended without one.
+    func closedByServer(timeout: Duration = .seconds(15)) async -> WebSocketCloseFrame? {
+        let task = self.task
+        return await withTaskGroup(of: WebSocketCloseFrame??.self) { group in
+            group.addTask { .some((try? await task.value) ?? nil) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return .none
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? nil
+        }
+    }
+}
+
+/// The `type` of each frame.
+func types(_ frames: [[String: Any]]) -> [String] {
+    frames.compactMap { $0["type"] as? String }
+}
+
+/// The notification id of each `notification.created` frame.
+func createdIDs(_ frames: [[String: Any]]) -> [String] {
+    frames.compactMap { ($0["notification"] as? [String: Any])?["id"] as? String }
+}
