@@ -70,6 +70,37 @@ struct NotifyCommandTests {
         }
     }
 
+    @Test func theGatewayNeedsAStrongSecretAndInProductionItsOrigins() async throws {
+        try await withTemporaryDirectory { directory in
+            let missing = try await Self.run(["gateway"], environment: Self.environment(nil, data: directory), in: directory)
+            #expect(missing.status == 2)
+            #expect(missing.output.contains("JWT_SECRET is required"))
+            let short = try await Self.run(["serve"], environment: Self.environment(nil, data: directory, ["JWT_SECRET": "short"]), in: directory)
+            #expect(short.status == 2)
+            #expect(short.output.contains("JWT_SECRET is 5 bytes"))
+            let production = try await Self.run(["gateway"], environment: Self.environment(nil, data: directory, [
+                "JWT_SECRET": String(repeating: "s", count: 32), "ENVIRONMENT": "production",
+            ]), in: directory)
+            #expect(production.status == 2)
+            #expect(production.output.contains("ALLOWED_ORIGINS is required in production"))
+        }
+    }
+
+    @Test func serveRunsWorkerAndGatewayAndStopsWithStatus0OnSIGTERM() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let serve = try ChildProcess.spawn(Self.executable, arguments: ["serve", "--port", "0"], environment: Self.environment(server, data: directory, [
+                    "JWT_SECRET": String(repeating: "s", count: 32),
+                ]), outputPath: directory.file("serve.log"))
+                try await serve.waitForOutput(containing: "gateway listening")
+                try await serve.waitForOutput(containing: "worker running")
+                serve.signal(SIGTERM)
+                #expect(try await serve.wait(timeout: .seconds(10)) == 0)
+                #expect(serve.output.contains("worker stopped"))
+            }
+        }
+    }
+
     @Test func unreachableNATSIsAOneLineErrorAndExitStatus1() async throws {
         try await withTemporaryDirectory { directory in
             let (status, output) = try await Self.run(["worker"], environment: Self.environment(nil, data: directory), in: directory)
