@@ -31,6 +31,7 @@ public final class Gateway: Sendable {
     let startedAt = ContinuousClock.now
     let webSockets = Atomic<Int>(0)
     let eventStreams = Atomic<Int>(0)
+    let expiry = ExpiryService()
     /// For the development page's "publish a test event" button.
     let devPublisher: JetStream?
 
@@ -56,9 +57,9 @@ public final class Gateway: Sendable {
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
     }
 
-    /// The services to run, in this order: the HTTP server, then the drain
-    /// service. A `ServiceGroup` stops services in reverse, so at shutdown
-    /// the drain closes WebSockets (1001) and ends SSE streams first.
+    /// The services to run, in this order: token expiry, the HTTP server,
+    /// then the drain. A `ServiceGroup` stops services in reverse, so at
+    /// shutdown the drain closes WebSockets (1001) and ends SSE streams first.
     /// `onListening` receives the bound port.
     public func services(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> [any Service] {
         let router = Router(context: GatewayContext.self)
@@ -83,7 +84,7 @@ public final class Gateway: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "notify"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger)
-        return [application, DrainService(gateway: self)]
+        return [expiry, application, DrainService(gateway: self)]
     }
 
     // MARK: Routes
@@ -253,11 +254,13 @@ public final class Gateway: Sendable {
             return
         }
         metrics.webSockets(webSockets.add(1, ordering: .relaxed).newValue)
+        let queue = feed.queue
+        expiry.add(queue, expiresAt: token.expiresAt)
         defer {
+            expiry.remove(queue, expiresAt: token.expiresAt)
             feed.close(hub: hub)
             metrics.webSockets(webSockets.subtract(1, ordering: .relaxed).newValue)
         }
-        let queue = feed.queue
         await withTaskGroup(of: Void.self) { group in
             // Read inbound frames: this also answers pings and notices a
             // client that closes (or sends a frame over the limit: 1009).
@@ -266,11 +269,6 @@ public final class Gateway: Sendable {
                     for try await _ in inbound {}
                 } catch {}
                 queue.close(.clientGone)
-            }
-            group.addTask {
-                let remaining = Duration.seconds(max(token.expiresAt - unixNow(), 0))
-                try? await Task.sleep(for: remaining)
-                if !Task.isCancelled { queue.close(.tokenExpired) }
             }
             do {
                 for frame in feed.opening {
@@ -321,22 +319,19 @@ public final class Gateway: Sendable {
         }
         let queue = opened.queue
         let heartbeat = Duration.seconds(15)
+        expiry.add(queue, expiresAt: token.expiresAt)
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"],
             body: ResponseBody { [self] writer in
                 var feed = opened
                 metrics.eventStreams(eventStreams.add(1, ordering: .relaxed).newValue)
-                let timers = Task {
+                let heartbeats = Task {
                     // Heartbeats keep proxies from closing the stream and
-                    // reveal dead clients; the expiry ends it.
-                    var next = ContinuousClock.now + heartbeat
-                    let expiry = ContinuousClock.now + .seconds(max(token.expiresAt - unixNow(), 0))
+                    // reveal dead clients.
                     while !Task.isCancelled {
-                        try? await Task.sleep(until: min(next, expiry))
-                        if ContinuousClock.now >= expiry { queue.close(.tokenExpired); return }
+                        try? await Task.sleep(for: heartbeat)
                         queue.push([])
-                        next = ContinuousClock.now + heartbeat
                     }
                 }
                 do {
@@ -365,7 +360,8 @@ public final class Gateway: Sendable {
                 } catch {
                     // The client went away mid-write.
                 }
-                timers.cancel()
+                heartbeats.cancel()
+                expiry.remove(queue, expiresAt: token.expiresAt)
                 feed.close(hub: hub)
                 metrics.eventStreams(eventStreams.subtract(1, ordering: .relaxed).newValue)
                 try await writer.finish(nil)

@@ -16,6 +16,8 @@ struct Benchmark {
         var keep = false
         var storeOnly = false
         var natsURL: String?
+        var gateway = false
+        var users = 10_000
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -31,8 +33,10 @@ struct Benchmark {
                 case "--keep": keep = value == "true"
                 case "--store-only": storeOnly = value == "true"
                 case "--nats-url": natsURL = value
+                case "--gateway": gateway = value == "true"
+                case "--users": users = Int(value) ?? users
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N]\n".utf8))
                     exit(2)
                 }
             }
@@ -73,6 +77,14 @@ struct Benchmark {
         let server = try await Server.start(directory: workDirectory.path)
         defer { server.stop() }
         progress("nats-server on port \(server.port)")
+        if options.gateway {
+            raiseFileLimit()
+            let result = try await GatewayBenchmark.run(options, server: server, directory: workDirectory.path)
+            NATSLibrary.shutdown()
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
         var result: [String: Any] = [:]
         try await run(options, server: server, directory: workDirectory.path, result: &result)
         NATSLibrary.shutdown()
@@ -193,6 +205,15 @@ struct Benchmark {
         }
         return false
     }
+}
+
+/// Lets this process (and the children it starts) hold as many sockets as
+/// the hard limit allows.
+func raiseFileLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = limit.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 func progress(_ text: String) {

@@ -40,14 +40,16 @@ struct Worker {
     let process: Process
     let log: String
 
-    static func start(url: String, directory: String, synchronous: String, batchSize: Int) throws -> Worker {
+    static func start(
+        url: String, directory: String, synchronous: String, batchSize: Int, command: String = "worker", extra: [String: String] = [:]
+    ) throws -> Worker {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("notify").path
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw BenchmarkError("\(executable) is missing: build it with `swift build -c release --product notify`")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["worker"]
+        process.arguments = [command]
         var environment = ProcessInfo.processInfo.environment
         environment["NATS_URL"] = url
         environment["DATA_DIR"] = directory + "/data"
@@ -55,6 +57,7 @@ struct Worker {
         environment["WORKER_BATCH_SIZE"] = String(batchSize)
         environment["LOG_LEVEL"] = "info"
         environment["ENVIRONMENT"] = "development"
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         let log = directory + "/worker.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
@@ -72,6 +75,30 @@ struct Worker {
             try await Task.sleep(for: .milliseconds(25))
         }
         throw BenchmarkError("the worker did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+    }
+
+    /// The gateway's port, from its "gateway listening" log line.
+    func waitForPort() async throws -> Int {
+        for _ in 0..<400 {
+            if let text = try? String(contentsOfFile: log, encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.contains("gateway listening") }),
+               let range = line.range(of: "port="),
+               let port = Int(line[range.upperBound...].prefix { $0.isNumber }) {
+                return port
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw BenchmarkError("the gateway did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+    }
+
+    /// VmRSS of the process now, in KiB.
+    func currentRSSKiB() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 0 }
+        return kib
     }
 
     /// VmHWM of the worker process, in MiB.
