@@ -4,6 +4,7 @@
 SWIFT       ?= swift
 PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
+GATEWAY_BENCH_ARGS ?=
 
 .PHONY: deps build release run test bench leak-check clean
 
@@ -36,11 +37,13 @@ run: deps release
 test: deps
 	$(SWIFT) test
 
-## Throughput and latency figures (release build), one line of JSON.
+## Throughput and latency figures (release build): one line of JSON for
+## the worker, one for the gateway (10,000 WebSockets).
 bench: deps
 	$(SWIFT) build -c release --product NotifyBenchmark
 	$(SWIFT) build -c release --product notify
 	.build/release/NotifyBenchmark $(BENCH_ARGS)
+	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
 
 ## 100,000 events through the worker under LeakSanitizer.
 leak-check: deps
