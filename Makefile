@@ -6,7 +6,7 @@ PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
 
-.PHONY: deps build release run test bench leak-check clean
+.PHONY: deps build release run test browser-test bench leak-check clean
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
@@ -36,6 +36,19 @@ run: deps release
 ## Unit and integration tests (they start their own nats-server).
 test: deps
 	$(SWIFT) test
+
+## The demo page in headless Chromium (installs chromium and chromium-driver).
+browser-test: deps
+	@for package in chromium chromium-driver; do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+	$(SWIFT) build --product notify
+	python3 scripts/browser-test.py
 
 ## Throughput and latency figures (release build): one line of JSON for
 ## the worker, one for the gateway (10,000 WebSockets).
