@@ -142,7 +142,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NotifyCommandTests",
-            dependencies: ["notify", "NATS", "SQLiteStore", "KeyValueStore", "Notifications", "TestSupport"],
+            dependencies: ["notify", "NATS", "SQLiteStore", "KeyValueStore", "Notifications", "Gateway", "TestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,10 +1,18 @@
 import Foundation
+import Gateway
 import KeyValueStore
 import NATS
 import Notifications
 import SQLiteStore
 import Testing
 import TestSupport
+
+/// Signs test tokens the way the main API would.
+enum TokenSigner {
+    static func sign(secret: String, user: String) -> String {
+        TokenVerifier(secret: secret).sign(user: user, expiresAt: Int64(Date().timeIntervalSince1970) + 600)
+    }
+}
 
 /// The `notify` executable as users run it.
 @Suite("notify command", .serialized)
@@ -97,6 +105,37 @@ struct NotifyCommandTests {
                 serve.signal(SIGTERM)
                 #expect(try await serve.wait(timeout: .seconds(10)) == 0)
                 #expect(serve.output.contains("worker stopped"))
+            }
+        }
+    }
+
+    /// Tokens in headers and query strings, valid and not, never reach the
+    /// logs, even at trace level.
+    @Test func tokensAndQueryStringsNeverAppearInTheLogs() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let secret = String(repeating: "s", count: 32)
+                let serve = try ChildProcess.spawn(Self.executable, arguments: ["serve", "--port", "0", "--host", "127.0.0.1"], environment: Self.environment(server, data: directory, [
+                    "JWT_SECRET": secret, "LOG_LEVEL": "trace",
+                ]), outputPath: directory.file("serve.log"))
+                try await serve.waitForOutput(containing: "gateway listening")
+                let portText = serve.output.split(separator: "\n").first { $0.contains("gateway listening") }?.split(separator: "=").last ?? ""
+                let port = try #require(Int(portText.prefix { $0.isNumber }))
+                let token = TokenSigner.sign(secret: secret, user: "ana")
+                let forged = token.dropLast(6) + "AAAAAA"
+                _ = try await httpRequest(port: port, "GET", "/v1/notifications?limit=5&marker=query-marker-123", headers: [("Authorization", "Bearer \(token)")])
+                _ = try await httpRequest(port: port, "GET", "/v1/notifications?access_token=\(forged)&marker=query-marker-456")
+                _ = try await httpRequest(port: port, "GET", "/ws?access_token=\(forged)", headers: [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+                _ = try await httpRequest(port: port, "GET", "/v1/notifications/stream?access_token=\(forged)")
+                serve.signal(SIGTERM)
+                #expect(try await serve.wait(timeout: .seconds(10)) == 0)
+                let log = serve.output
+                #expect(log.contains("gateway listening"), "the log was captured")
+                for secretText in [String(token), String(forged), "query-marker-123", "query-marker-456", secret] {
+                    #expect(!log.contains(secretText), "\(secretText.prefix(12))… leaked into the logs")
+                }
+                // No part of a token either (its signature is the secret part).
+                #expect(!log.contains(String(token.split(separator: ".")[2])))
             }
         }
     }
