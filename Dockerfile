@@ -1,4 +1,5 @@
-# First version; the operations issue hardens it (health check, compose file).
+# First version; the operations issue hardens it (health check, compose file,
+# runtime-image verification).
 # Build stage: the official Swift image for Debian bookworm.
 FROM swift:6.3-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libnats-dev libsqlite3-dev libssl-dev \
@@ -22,4 +23,4 @@ ENV DATA_DIR=/data ENVIRONMENT=production
 VOLUME /data
 EXPOSE 8080
 ENTRYPOINT ["notify"]
-CMD ["worker"]
+CMD ["serve"]
