@@ -10,15 +10,7 @@ GATEWAY_BENCH_ARGS ?=
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
-	@missing=""; \
-	for package in $(PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing:$$missing"; \
-	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
-	fi
+	@scripts/install-packages.sh $(PACKAGES)
 	@command -v $(SWIFT) >/dev/null || { echo "Swift 6.2 or newer is required: https://www.swift.org/install/linux/"; exit 1; }
 
 ## Debug build.
@@ -39,14 +31,7 @@ test: deps
 
 ## The demo page in headless Chromium (installs chromium and chromium-driver).
 browser-test: deps
-	@for package in chromium chromium-driver; do \
-	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing:$$missing"; \
-	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
-	fi
+	@scripts/install-packages.sh chromium chromium-driver
 	$(SWIFT) build --product notify
 	python3 scripts/browser-test.py
 
