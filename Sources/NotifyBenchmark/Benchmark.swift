@@ -181,18 +181,11 @@ struct Benchmark {
     /// send time, and measures until its per-user message arrives.
     static func measureLatency(rate: Int, seconds duration: Int, publisher: JetStreamAsyncPublisher, users: Receiver) async throws -> [Double] {
         let total = rate * duration
-        let clock = ContinuousClock()
-        let origin = clock.now
+        let origin = ContinuousClock.now
         users.trackLatency(origin: origin)
-        let interval = Duration.seconds(1) / rate
         progress("publishing \(total) events at \(rate)/s")
-        for index in 0..<total {
-            let deadline = origin + interval * index
-            if clock.now < deadline { try await clock.sleep(until: deadline) }
-            let sent = clock.now - origin
-            let nanos = sent.components.seconds * 1_000_000_000 + sent.components.attoseconds / 1_000_000_000
-            let body = Workload.event(kind: "post.like", owner: "lat\(index % 1_000)", trigger: "t\(index)", resource: "lat-\(nanos)", eventID: "lat-\(index)")
-            try await publisher.publish([JetStreamAsyncPublisher.Message(subject: "notifications.post.like", payload: body)])
+        try await publishTimed(count: total, rate: rate, origin: origin, publisher: publisher) { index in
+            (owner: "lat\(index % 1_000)", trigger: "t\(index)")
         }
         return await users.latencies(count: total, timeout: .seconds(60))
     }
@@ -205,6 +198,53 @@ struct Benchmark {
         }
         return false
     }
+}
+
+/// Publishes `count` likes at `rate` per second from `origin`; each one's
+/// `resource_id` is `lat-<nanoseconds since origin>` when it was sent, for
+/// ``sentNanoseconds(in:)`` on the receiving side.
+func publishTimed(
+    count: Int, rate: Int, origin: ContinuousClock.Instant, publisher: JetStreamAsyncPublisher,
+    users: (Int) -> (owner: String, trigger: String)
+) async throws {
+    let clock = ContinuousClock()
+    let interval = Duration.seconds(1) / rate
+    for index in 0..<count {
+        let deadline = origin + interval * index
+        if clock.now < deadline { try await clock.sleep(until: deadline) }
+        let sent = clock.now - origin
+        let nanos = sent.components.seconds * 1_000_000_000 + sent.components.attoseconds / 1_000_000_000
+        let (owner, trigger) = users(index)
+        let body = Workload.event(kind: "post.like", owner: owner, trigger: trigger, resource: "lat-\(nanos)", eventID: "\(trigger)-\(index)")
+        try await publisher.publish([.init(subject: "notifications.post.like", payload: body)])
+    }
+}
+
+/// The send time a frame published by ``publishTimed`` carries, in
+/// nanoseconds since its origin; `nil` for other frames.
+func sentNanoseconds(in payload: [UInt8]) -> Double? {
+    let marker = Array(#""resource_id":"lat-"#.utf8)
+    guard payload.count > marker.count else { return nil }
+    var index = 0
+    while index + marker.count < payload.count {
+        if payload[index] == marker[0], payload[index..<index + marker.count].elementsEqual(marker) {
+            var value: Double = 0
+            var cursor = index + marker.count
+            while cursor < payload.count, payload[cursor] >= 0x30, payload[cursor] <= 0x39 {
+                value = value * 10 + Double(payload[cursor] - 0x30)
+                cursor += 1
+            }
+            return value
+        }
+        index += 1
+    }
+    return nil
+}
+
+/// Nanoseconds since `origin`.
+func nanoseconds(since origin: ContinuousClock.Instant, at now: ContinuousClock.Instant) -> Double {
+    let elapsed = now - origin
+    return Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
 }
 
 /// Lets this process (and the children it starts) hold as many sockets as

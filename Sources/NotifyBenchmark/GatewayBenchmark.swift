@@ -83,15 +83,9 @@ enum GatewayBenchmark {
         let total = options.latencyRate * options.latencySeconds
         let origin = clock.now
         recorder.start(origin: origin)
-        let interval = Duration.seconds(1) / options.latencyRate
         progress("publishing \(total) events at \(options.latencyRate)/s over \(open) connected users")
-        for index in 0..<total {
-            let deadline = origin + interval * index
-            if clock.now < deadline { try await clock.sleep(until: deadline) }
-            let sent = clock.now - origin
-            let nanos = sent.components.seconds * 1_000_000_000 + sent.components.attoseconds / 1_000_000_000
-            let body = Workload.event(kind: "post.like", owner: "user\(index % users)", trigger: "fan\(index)", resource: "lat-\(nanos)", eventID: "fan-\(index)")
-            try await publisher.publish([.init(subject: "notifications.post.like", payload: body)])
+        try await publishTimed(count: total, rate: options.latencyRate, origin: origin, publisher: publisher) { index in
+            (owner: "user\(index % users)", trigger: "fan\(index)")
         }
         let latencies = await recorder.latencies(count: total, timeout: .seconds(60))
         progress("fan-out latency at \(options.latencyRate)/s: p50 \(percentile(latencies, 0.5)) ms, p99 \(percentile(latencies, 0.99)) ms (\(latencies.count)/\(total) frames)")
@@ -169,14 +163,10 @@ final class LatencyRecorder: Sendable {
 
     func record(_ text: String) {
         let now = ContinuousClock.now
-        guard let range = text.range(of: #""resource_id":"lat-"#) else { return }
-        let digits = text[range.upperBound...].prefix { $0.isNumber }
-        guard let sent = Double(digits) else { return }
+        guard let sent = sentNanoseconds(in: Array(text.utf8)) else { return }
         state.withLock { state in
             guard let origin = state.origin else { return }
-            let elapsed = now - origin
-            let nanos = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
-            state.latencies.append((nanos - sent) / 1e6)
+            state.latencies.append((nanoseconds(since: origin, at: now) - sent) / 1e6)
         }
     }
 

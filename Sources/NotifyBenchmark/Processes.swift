@@ -136,12 +136,11 @@ final class Receiver: Sendable {
         let box = StateBox()
         self.box = box
         task = Task {
-            let marker = Array(#""resource_id":"lat-"#.utf8)
             while !Task.isCancelled {
                 let batch = await subscription.nextBatch(max: 4_096)
                 if batch.isEmpty { return }
                 let now = ContinuousClock.now
-                box.record(batch, at: now, marker: marker)
+                box.record(batch, at: now)
             }
         }
     }
@@ -149,36 +148,17 @@ final class Receiver: Sendable {
     private final class StateBox: Sendable {
         let state = Mutex(State())
 
-        func record(_ batch: [NATSMessage], at now: ContinuousClock.Instant, marker: [UInt8]) {
+        func record(_ batch: [NATSMessage], at now: ContinuousClock.Instant) {
             state.withLock { state in
                 state.count += batch.count
                 state.last = now
                 guard let origin = state.origin else { return }
-                let elapsed = now - origin
-                let nowNanos = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+                let nowNanos = nanoseconds(since: origin, at: now)
                 for message in batch {
-                    guard let sent = Self.sentNanos(message.payload, marker: marker) else { continue }
+                    guard let sent = sentNanoseconds(in: message.payload) else { continue }
                     state.latencies.append((nowNanos - sent) / 1e6)
                 }
             }
-        }
-
-        static func sentNanos(_ payload: [UInt8], marker: [UInt8]) -> Double? {
-            guard payload.count > marker.count else { return nil }
-            var index = 0
-            while index + marker.count < payload.count {
-                if payload[index] == marker[0], payload[index..<index + marker.count].elementsEqual(marker) {
-                    var value: Double = 0
-                    var cursor = index + marker.count
-                    while cursor < payload.count, payload[cursor] >= 0x30, payload[cursor] <= 0x39 {
-                        value = value * 10 + Double(payload[cursor] - 0x30)
-                        cursor += 1
-                    }
-                    return value
-                }
-                index += 1
-            }
-            return nil
         }
     }
 
