@@ -218,13 +218,17 @@ final class WorkerLoop {
         if let next, let prefetched = try? await next.value {
             for case .jetStream(let message, _) in prefetched.map(\.delivery) { try? message.nak() }
         }
+        if !undeleted.isEmpty { await deleteOutboxes() }
     }
 
     func runCore(_ subscription: NATSSubscription) async {
         while !Task.isCancelled {
             guard await outboxIsClear() else { continue }
             let messages = await subscription.nextBatch(max: configuration.batchSize)
-            if messages.isEmpty { return }  // drained at shutdown
+            if messages.isEmpty {  // drained at shutdown
+                if !undeleted.isEmpty { await deleteOutboxes() }
+                return
+            }
             var failed = await commit(Self.prepare(messages.map { .core($0) }, validator: worker.validator))
             // No redelivery in core NATS: retry here, then dead-letter.
             var attempt: UInt64 = 1
@@ -384,8 +388,9 @@ final class WorkerLoop {
     /// `true` when nothing is waiting to be published; otherwise tries to
     /// publish it and pauses on failure.
     private func outboxIsClear() async -> Bool {
-        if !undeleted.isEmpty { await deleteOutboxes() }
         guard outboxPending else { return true }
+        // Delete what was published first, so it is not published again.
+        if !undeleted.isEmpty { await deleteOutboxes() }
         do {
             try await publishPendingOutboxes()
             outboxPending = false
