@@ -104,7 +104,8 @@ final class SQLiteConnection {
     let db: OpaquePointer
     let path: String
     private var statements: [String: SQLiteStatement] = [:]
-    private var autocheckpointPages = 1000
+    /// Retained while installed as the WAL hook.
+    private var checkpointPolicy: WALCheckpointPolicy?
 
     init(path: String, readOnly: Bool) throws(SQLiteError) {
         var handle: OpaquePointer?
@@ -122,6 +123,9 @@ final class SQLiteConnection {
     }
 
     deinit {
+        if checkpointPolicy != nil {
+            sqlite3_wal_hook(db, nil, nil)
+        }
         statements.removeAll()
         sqlite3_close_v2(db)
     }
@@ -161,11 +165,14 @@ final class SQLiteConnection {
         return statement.isNull(0) ? nil : statement.text(0)
     }
 
-    /// Sets `wal_autocheckpoint` when it differs from the current value.
-    func setAutocheckpoint(pages: Int) throws(SQLiteError) {
-        guard pages != autocheckpointPages else { return }
-        try execute("PRAGMA wal_autocheckpoint = \(pages)")
-        autocheckpointPages = pages
+    /// Replaces SQLite's autocheckpoint with `policy`, called after each commit.
+    func install(_ policy: WALCheckpointPolicy) {
+        checkpointPolicy = policy
+        sqlite3_wal_hook(db, { context, _, _, frames in
+            guard let context else { return SQLITE_OK }
+            Unmanaged<WALCheckpointPolicy>.fromOpaque(context).takeUnretainedValue().committed(frames: Int(frames))
+            return SQLITE_OK
+        }, Unmanaged.passUnretained(policy).toOpaque())
     }
 
     /// Rows changed by the last statement.

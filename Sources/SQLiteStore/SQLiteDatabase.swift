@@ -61,12 +61,14 @@ public final class SQLiteDatabase: Sendable {
 
     public let configuration: Configuration
     let writer: SQLiteQueue?
+    let checkpointer: BackgroundCheckpointer?
     let readers: [SQLiteQueue]
     private let nextReader = Atomic<Int>(0)
 
-    private init(configuration: Configuration, writer: SQLiteQueue?, readers: [SQLiteQueue]) {
+    private init(configuration: Configuration, writer: SQLiteQueue?, checkpointer: BackgroundCheckpointer?, readers: [SQLiteQueue]) {
         self.configuration = configuration
         self.writer = writer
+        self.checkpointer = checkpointer
         self.readers = readers
     }
 
@@ -88,6 +90,15 @@ public final class SQLiteDatabase: Sendable {
             }
             writer = queue
         }
+        var checkpointer: BackgroundCheckpointer?
+        if let writer {
+            do {
+                checkpointer = try await openCheckpointer(writer: writer, configuration: configuration)
+            } catch {
+                await writer.close()
+                throw error
+            }
+        }
         var readers: [SQLiteQueue] = []
         do throws(KeyValueStoreError) {
             for index in 0..<max(1, configuration.readerCount) {
@@ -101,15 +112,41 @@ public final class SQLiteDatabase: Sendable {
             }
         } catch {
             for reader in readers { await reader.close() }
+            await checkpointer?.close()
             await writer?.close()
             throw error
         }
-        return SQLiteDatabase(configuration: configuration, writer: writer, readers: readers)
+        return SQLiteDatabase(configuration: configuration, writer: writer, checkpointer: checkpointer, readers: readers)
+    }
+
+    /// Opens the background checkpointer's connection and hands the
+    /// writer's checkpoints to ``WALCheckpointPolicy``.
+    private static func openCheckpointer(writer: SQLiteQueue, configuration: Configuration) async throws(KeyValueStoreError) -> BackgroundCheckpointer {
+        let queue: SQLiteQueue
+        do { queue = try await SQLiteQueue(label: "notify.sqlite.checkpointer", path: configuration.path, readOnly: false) }
+        catch { throw error.storeError }
+        let checkpointer = BackgroundCheckpointer(queue: queue)
+        do {
+            try await queue.run { connection throws(KeyValueStoreError) in
+                // The checkpoint syncs the file as the writer's level says.
+                try mapped { () throws(SQLiteError) in
+                    try connection.execute("PRAGMA synchronous = \(configuration.synchronous.rawValue.uppercased())")
+                }
+            }
+            try await writer.run { connection throws(KeyValueStoreError) in
+                connection.install(WALCheckpointPolicy(background: checkpointer))
+            }
+        } catch {
+            await checkpointer.close()
+            throw error
+        }
+        return checkpointer
     }
 
     /// Closes every connection; the writer checkpoints the WAL first.
     public func close() async {
         for reader in readers { await reader.close() }
+        await checkpointer?.close()
         await writer?.close { connection in
             try? connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         }
@@ -157,7 +194,6 @@ public final class SQLiteDatabase: Sendable {
                 PRAGMA journal_size_limit = 67108864;
                 PRAGMA temp_store = MEMORY;
                 """)
-            try connection.setAutocheckpoint(pages: checkpointPages(forWrites: 0))
             try migrate(connection, path: path)
         } catch {
             throw explain(error, path: path)
@@ -232,16 +268,6 @@ public final class SQLiteDatabase: Sendable {
             }
         }
     }
-}
-
-/// WAL pages after which a commit checkpoints, chosen by the size of the
-/// transaction: light traffic checkpoints often and briefly (short pauses,
-/// low latency); a backlog in large transactions checkpoints rarely (a page
-/// rewritten by many transactions is copied once), which is faster overall.
-/// Measured with `make bench`: 1,000 pages cut the p99 at 2,000 events/s
-/// from about 10 ms to about 7 ms; 8,192 pages raised throughput by a third.
-func checkpointPages(forWrites writes: Int) -> Int {
-    writes >= 256 ? 8_192 : 1_000
 }
 
 func milliseconds(_ duration: Duration) -> Int64 {

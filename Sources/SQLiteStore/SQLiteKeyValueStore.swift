@@ -192,7 +192,6 @@ public final class SQLiteKeyValueStore: KeyValueStore {
             return nil
         }
         try await database.writerQueue().run { connection throws(KeyValueStoreError) in
-            try mapped { () throws(SQLiteError) in try connection.setAutocheckpoint(pages: checkpointPages(forWrites: actions.count)) }
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) in
                 var reasons = [KeyValueStoreError.CancellationReason](repeating: .none, count: actions.count)
                 var failed = false

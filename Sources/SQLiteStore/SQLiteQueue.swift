@@ -48,6 +48,22 @@ final class SQLiteQueue: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Runs `body` with the connection on the queue, without waiting for it.
+    /// Nothing runs once the queue is closed.
+    func submit(_ body: @escaping @Sendable (SQLiteConnection) -> Void) {
+        queue.async {
+            if let connection = self.connection { body(connection) }
+        }
+    }
+
+    /// Runs `body` with the connection on the queue and waits for it, from
+    /// a thread that is not Swift's cooperative pool (another queue).
+    func runBlocking(_ body: (SQLiteConnection) -> Void) {
+        queue.sync {
+            if let connection = self.connection { body(connection) }
+        }
+    }
+
     /// Runs `finally` with the connection, then closes it. Later calls to
     /// ``run(_:)`` fail with an `unavailable` error.
     func close(_ finally: @escaping @Sendable (SQLiteConnection) -> Void = { _ in }) async {

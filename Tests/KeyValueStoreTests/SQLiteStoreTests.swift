@@ -164,3 +164,49 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
     process.waitUntilExit()
     return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+@Suite("SQLite checkpoints")
+struct SQLiteCheckpointTests {
+    /// About one 4 KiB page per item.
+    private static let payload = AttributeValue.string(String(repeating: "x", count: 3_000))
+
+    private static func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+    }
+
+    /// Past 1,000 WAL pages the background connection copies the WAL into
+    /// the database file; the writer alone would wait for 8,192.
+    @Test func theBackgroundCopiesTheWALIntoTheDatabaseFile() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let database = try await SQLiteDatabase.open(.init(path: path, synchronous: .normal))
+            let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+            let before = Self.fileSize(path)
+            for index in 0..<1_500 {
+                try await store.putItem(Item(key: ItemKey(partition: "p", sort: "\(index)"), attributes: ["v": Self.payload]))
+            }
+            #expect(await eventually { Self.fileSize(path) > before + 1_000 * 4_096 })
+            await database.close()
+        }
+    }
+
+    /// Under continuous small commits the WAL starts over instead of growing.
+    @Test func theWALStaysBoundedUnderContinuousCommits() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let database = try await SQLiteDatabase.open(.init(path: path, synchronous: .normal))
+            let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+            // About 24,000 pages in 6,000 transactions.
+            for index in 0..<6_000 {
+                try await store.batchWriteItems((0..<4).map { part in
+                    .put(Item(key: ItemKey(partition: "p\(part)", sort: "\(index)"), attributes: ["v": Self.payload]))
+                })
+            }
+            let walPages = Self.fileSize(path + "-wal") / 4_096
+            #expect(walPages > 1_000)
+            #expect(walPages < 8_192 + 1_000)
+            #expect(try await store.getItem(ItemKey(partition: "p3", sort: "5999"))?["v"] == Self.payload)
+            await database.close()
+        }
+    }
+}
