@@ -18,6 +18,11 @@ public struct NATSConnectionOptions: Sendable {
     public var maxReconnectDelay: Duration
     /// Bytes of publishes buffered while reconnecting.
     public var reconnectBufferBytes: Int
+    /// Writes each publish to the socket at once. By default nats.c holds
+    /// publishes for about a millisecond to send them together, which
+    /// favours throughput; see ``NATSConnection/sendBuffered()`` for a
+    /// flush per batch instead.
+    public var sendImmediately: Bool
 
     public init(
         urls: [String] = ["nats://127.0.0.1:4222"],
@@ -26,7 +31,8 @@ public struct NATSConnectionOptions: Sendable {
         connectTimeout: Duration = .seconds(2),
         minReconnectDelay: Duration = .milliseconds(100),
         maxReconnectDelay: Duration = .seconds(5),
-        reconnectBufferBytes: Int = 8 * 1024 * 1024
+        reconnectBufferBytes: Int = 8 * 1024 * 1024,
+        sendImmediately: Bool = false
     ) {
         self.urls = urls
         self.name = name
@@ -35,6 +41,7 @@ public struct NATSConnectionOptions: Sendable {
         self.minReconnectDelay = minReconnectDelay
         self.maxReconnectDelay = maxReconnectDelay
         self.reconnectBufferBytes = reconnectBufferBytes
+        self.sendImmediately = sendImmediately
     }
 }
 
@@ -95,6 +102,7 @@ public final class NATSConnection: @unchecked Sendable {
     let handle: OpaquePointer
     private let callbacks: ConnectionCallbacks
     public let options: NATSConnectionOptions
+    private let sendRequested = Atomic<Bool>(false)
 
     private init(handle: OpaquePointer, callbacks: ConnectionCallbacks, options: NATSConnectionOptions) {
         self.handle = handle
@@ -134,6 +142,7 @@ public final class NATSConnection: @unchecked Sendable {
         if status == NATS_OK { status = natsOptions_SetTimeout(opts, max(1, milliseconds(options.connectTimeout))) }
         if status == NATS_OK { status = natsOptions_SetMaxReconnect(opts, -1) }
         if status == NATS_OK { status = natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)) }
+        if status == NATS_OK { status = natsOptions_SetSendAsap(opts, options.sendImmediately) }
         if status == NATS_OK, let file = options.credentialsFile {
             status = natsOptions_SetUserCredentialsFromFiles(opts, file, nil)
         }
@@ -223,6 +232,20 @@ public final class NATSConnection: @unchecked Sendable {
             let message = try makeMessage(subject: subject, reply: nil, headers: headers, payload: payload)
             defer { natsMsg_Destroy(message) }
             try check(natsConnection_PublishMsg(handle, message), "publish", context: "subject \(subject)")
+        }
+    }
+
+    /// Sends what is buffered now instead of after nats.c's accumulation
+    /// window (about a millisecond), without waiting: call it after
+    /// publishing a batch. At most one such send is outstanding; a failure
+    /// shows on later publishes.
+    public func sendBuffered() {
+        guard sendRequested.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        blockingQueue.async { [self] in
+            sendRequested.store(false, ordering: .releasing)
+            // The PING written by a flush sends the buffer in place; its
+            // PONG is waited for only briefly, on this queue.
+            _ = natsConnection_FlushTimeout(handle, 100)
         }
     }
 

@@ -335,7 +335,10 @@ final class WorkerLoop {
                 ])
             }
         }
-        if let outbox = result.outbox { publish(outbox) }
+        if let outbox = result.outbox {
+            publish(outbox)
+            worker.connection.sendBuffered()
+        }
         crashIfAsked(.afterPublish)
         for (delivery, _) in entries { settle(delivery) }
     }

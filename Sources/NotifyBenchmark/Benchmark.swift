@@ -129,8 +129,13 @@ struct Benchmark {
         result["user_messages_received"] = received
         result["consumer_drained"] = drained
 
-        // Phase 2: latency at a fixed rate.
-        let latencies = try await measureLatency(rate: options.latencyRate, seconds: options.latencySeconds, publisher: publisher, users: receiver)
+        // Phase 2: latency at a fixed rate, published as a latency-minded
+        // producer would: each event sent at once, not held by nats.c for
+        // up to a millisecond to be batched with the next.
+        let immediate = try await NATSConnection.connect(NATSConnectionOptions(urls: [url], sendImmediately: true))
+        let paced = try JetStreamAsyncPublisher(connection: immediate, maxPending: 8_192)
+        let latencies = try await measureLatency(rate: options.latencyRate, seconds: options.latencySeconds, publisher: paced, users: receiver)
+        await immediate.close()
         result["latency_rate_per_second"] = options.latencyRate
         result["latency_samples"] = latencies.count
         result["latency_ms"] = [
