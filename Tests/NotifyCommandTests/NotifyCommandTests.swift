@@ -48,6 +48,50 @@ struct NotifyCommandTests {
 
     static let like = #"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"p1","created_at":1765318000}"#
 
+    // MARK: Doctor
+
+    @Test func doctorPassesAWorkingSetup() async throws {
+        try await withTemporaryDirectory { directory in
+            try await withNATSServer { server in
+                let environment = Self.environment(server, data: directory, ["JWT_SECRET": String(repeating: "s", count: 32)])
+                let (status, output) = try await Self.run(["doctor"], environment: environment, in: directory)
+                #expect(status == 0, "\(output)")
+                #expect(output.contains("ok    JetStream is enabled"))
+                #expect(output.contains("All checks passed."))
+                #expect(!output.contains("FAIL"))
+            }
+        }
+    }
+
+    @Test func doctorNamesEveryProblemInPlainWords() async throws {
+        try await withTemporaryDirectory { directory in
+            let notADirectory = directory.file("plain-file")
+            FileManager.default.createFile(atPath: notADirectory, contents: Data())
+            var environment = Self.environment(nil, data: directory, ["JWT_SECRET": "too-short"])
+            environment["DATA_DIR"] = notADirectory
+            let (status, output) = try await Self.run(["doctor"], environment: environment, in: directory)
+            #expect(status == 1)
+            let failures = output.split(separator: "\n").filter { $0.hasPrefix("FAIL") }
+            #expect(failures.count == 3, "\(output)")
+            #expect(failures.contains { $0.contains("JWT_SECRET") && $0.contains("at least 32") })
+            #expect(failures.contains { $0.contains("DATA_DIR") && $0.contains("not a directory") })
+            #expect(failures.contains { $0.contains("NATS_URL") })
+            #expect(output.contains("3 check(s) failed."))
+        }
+    }
+
+    @Test func doctorSaysWhenJetStreamIsDisabled() async throws {
+        try await withTemporaryDirectory { directory in
+            let server = try await NATSServer.start(jetStream: false)
+            defer { server.directory.remove() }
+            let (status, output) = try await Self.run(["doctor", "--role", "worker"], environment: Self.environment(server, data: directory), in: directory)
+            await server.stop()
+            #expect(status == 1)
+            #expect(output.contains("ok    NATS answers"))
+            #expect(output.contains("FAIL  JetStream is enabled") && output.contains("-js"), "\(output)")
+        }
+    }
+
     // MARK: Configuration and start-up errors
 
     @Test func helpListsTheCommands() async throws {

@@ -11,12 +11,12 @@ public struct NATSServer: Sendable {
     public var url: String { "nats://127.0.0.1:\(port)" }
 
     /// Starts a server; `port` 0 picks a free one.
-    public static func start(port: Int = 0, directory: TemporaryDirectory? = nil) async throws -> NATSServer {
+    public static func start(port: Int = 0, directory: TemporaryDirectory? = nil, jetStream: Bool = true) async throws -> NATSServer {
         let directory = try directory ?? TemporaryDirectory(prefix: "nats-server")
         let log = directory.file("server-\(UUID().uuidString.prefix(8)).log")
         let process = try ChildProcess.spawn(
             "nats-server",
-            arguments: ["-js", "-a", "127.0.0.1", "-p", port == 0 ? "-1" : String(port), "-sd", directory.file("jetstream")],
+            arguments: (jetStream ? ["-js"] : []) + ["-a", "127.0.0.1", "-p", port == 0 ? "-1" : String(port), "-sd", directory.file("jetstream")],
             outputPath: log
         )
         let marker = "Listening for client connections on "
