@@ -279,6 +279,39 @@ struct NotifyCommandTests {
         }
     }
 
+    /// Production logs are one JSON object per line; a rejected event is
+    /// logged once, at warning, with its reason and never its body.
+    @Test func productionLogsAreJSONLinesAndARejectedEventIsLoggedOnceWithoutItsBody() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let worker = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: Self.environment(server, data: directory, ["ENVIRONMENT": "production"]), outputPath: directory.file("worker.log"))
+                try await worker.waitForOutput(containing: "worker running")
+                let secretBody = #"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"body-marker-7f3a","created_at":"yesterday"}"#
+                let published = try await Self.run(["publish", "notifications.post.like", secretBody], environment: Self.environment(server, data: directory), in: directory)
+                #expect(published.status == 0)
+                try await worker.waitForOutput(containing: "event rejected")
+                worker.signal(SIGTERM)
+                #expect(try await worker.wait(timeout: .seconds(10)) == 0)
+
+                let lines = worker.output.split(separator: "\n")
+                #expect(lines.count >= 3)
+                var rejections: [[String: Any]] = []
+                for line in lines {
+                    let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                    #expect(object != nil, "not a JSON object: \(line)")
+                    guard let object else { continue }
+                    for field in ["timestamp", "level", "message", "label"] { #expect(object[field] is String, "\(field) missing in \(line)") }
+                    if object["message"] as? String == "event rejected" { rejections.append(object) }
+                }
+                #expect(rejections.count == 1)
+                #expect(rejections.first?["level"] as? String == "warning")
+                #expect(rejections.first?["reason"] as? String == "invalid_field")
+                #expect(rejections.first?["subject"] as? String == "notifications.post.like")
+                #expect(!worker.output.contains("body-marker-7f3a"))
+            }
+        }
+    }
+
     /// Kill the worker between commit and ack (and between publish and ack):
     /// after a restart the event is stored once, its message is published
     /// once, and nothing is left pending.
