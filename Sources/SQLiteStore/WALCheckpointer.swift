@@ -21,8 +21,13 @@ final class WALCheckpointPolicy {
     static let inlinePages = 8_192
     /// WAL frames after which a commit asks for a background checkpoint.
     static let backgroundPages = 1_000
+    /// New WAL frames between two background checkpoints: each one syncs
+    /// the database file, so a few frames are not worth one.
+    static let backgroundStep = 256
 
     let background: BackgroundCheckpointer
+    /// WAL frames when a background checkpoint was last asked for.
+    private var requestedAt = 0
 
     init(background: BackgroundCheckpointer) {
         self.background = background
@@ -30,9 +35,12 @@ final class WALCheckpointPolicy {
 
     /// Called after every commit with the frames now in the WAL.
     func committed(frames: Int) {
+        if frames < requestedAt { requestedAt = 0 }  // the WAL started over
         if frames >= Self.inlinePages {
             background.checkpointWaiting()
-        } else if frames >= Self.backgroundPages {
+            requestedAt = 0
+        } else if frames >= Self.backgroundPages, frames >= requestedAt + Self.backgroundStep {
+            requestedAt = frames
             background.request()
         }
     }
