@@ -34,6 +34,10 @@ public final class Gateway: Sendable {
     let expiry = ExpiryService()
     /// For the development page's "publish a test event" button.
     let devPublisher: JetStream?
+    /// Reads the worker's consumer state for `/health` and `/metrics`.
+    let consumerReader: JetStream?
+    /// NATS reconnects already counted in the metrics.
+    let reconnectsCounted = Atomic<Int>(0)
 
     /// - Parameter metricsText: the Prometheus exposition served at `/metrics`.
     public init(
@@ -55,6 +59,7 @@ public final class Gateway: Sendable {
             connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
             maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
+        self.consumerReader = configuration.consumer == nil ? nil : try JetStream(connection: connection)
     }
 
     /// The services to run, in this order: token expiry, the HTTP server,
@@ -90,10 +95,12 @@ public final class Gateway: Sendable {
     // MARK: Routes
 
     private func addRoutes(to router: Router<GatewayContext>) {
+        router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: CORSMiddleware(configuration: configuration))
         router.get("/health") { [self] _, _ in try await health() }
         router.get("/metrics") { [self] _, _ -> Response in
             guard let metricsText else { throw APIError(.notFound, code: "not_found", message: "metrics are not enabled") }
+            await refreshGauges()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metricsText())))
         }
@@ -127,19 +134,41 @@ public final class Gateway: Sendable {
         try token(context).user
     }
 
-    /// `GET /health`: 200 when NATS is connected and the store answers, 503 otherwise.
+    /// `GET /health`: 200 when NATS is connected and the store accepts a
+    /// write, 503 otherwise; with the consumer's backlog, the outbox depth,
+    /// connections, version and uptime.
     private func health() async throws -> Response {
         let nats = connection.status
         var storeOK = true
-        do { _ = try await repository.unreadCount(owner: "health-check") } catch { storeOK = false }
+        do { try await repository.probeWrite() } catch { storeOK = false }
+        let outbox = try? await repository.outboxDepth()
+        let consumer = nats == .connected ? await consumerState() : nil
         let healthy = nats == .connected && storeOK
         var json = JSONWriterBridge()
         json.raw("{\"status\":")
         json.string(healthy ? "ok" : "unavailable")
         json.raw(",\"nats\":")
         json.string(nats.description)
+        json.raw(",\"nats_reconnects\":")
+        json.integer(Int64(connection.reconnectCount))
         json.raw(",\"store\":")
         json.string(storeOK ? "ok" : "unavailable")
+        json.raw(",\"outbox_batches\":")
+        if let outbox { json.integer(Int64(outbox)) } else { json.raw("null") }
+        json.raw(",\"consumer\":")
+        if let consumer {
+            json.raw("{\"stream\":")
+            json.string(consumer.stream)
+            json.raw(",\"name\":")
+            json.string(consumer.name)
+            json.raw(",\"pending\":")
+            json.integer(Int64(clamping: consumer.numPending))
+            json.raw(",\"ack_pending\":")
+            json.integer(consumer.numAckPending)
+            json.raw("}")
+        } else {
+            json.raw("null")
+        }
         json.raw(",\"websockets\":")
         json.integer(Int64(webSockets.load(ordering: .relaxed)))
         json.raw(",\"event_streams\":")
@@ -150,6 +179,24 @@ public final class Gateway: Sendable {
         json.integer((ContinuousClock.now - startedAt).components.seconds)
         json.raw("}")
         return jsonResponse(json.bytes, status: healthy ? .ok : .serviceUnavailable)
+    }
+
+    /// The worker's consumer, when configured and readable.
+    private func consumerState() async -> ConsumerInfo? {
+        guard let consumerReader, let name = configuration.consumer else { return nil }
+        return try? await consumerReader.consumerInfo(stream: name.stream, name: name.name)
+    }
+
+    /// Gauges that are read, not counted: refreshed on each scrape.
+    private func refreshGauges() async {
+        let connected = connection.status == .connected
+        let reconnects = connection.reconnectCount
+        let counted = reconnectsCounted.exchange(reconnects, ordering: .relaxed)
+        let outbox = try? await repository.outboxDepth()
+        let consumer = connected ? await consumerState() : nil
+        metrics.observe(
+            natsConnected: connected, newReconnects: max(0, reconnects - counted), outboxBatches: outbox,
+            consumer: consumer.map { (Int64(clamping: $0.numPending), $0.numAckPending) })
     }
 
     /// `GET /v1/notifications?limit=&before=`

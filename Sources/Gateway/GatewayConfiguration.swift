@@ -31,6 +31,9 @@ public struct GatewayConfiguration: Sendable {
     public var maxReplay: Int
     /// Version reported by `/health`.
     public var version: String
+    /// The worker's JetStream consumer, whose backlog `/health` and
+    /// `/metrics` report; `nil` when events come over core NATS.
+    public var consumer: ConsumerName?
 
     public init(
         host: String = "0.0.0.0",
@@ -47,7 +50,8 @@ public struct GatewayConfiguration: Sendable {
         handshakeTimeout: Duration = .seconds(10),
         production: Bool = false,
         maxReplay: Int = 1_000,
-        version: String = "dev"
+        version: String = "dev",
+        consumer: ConsumerName? = nil
     ) {
         self.host = host
         self.port = port
@@ -64,11 +68,23 @@ public struct GatewayConfiguration: Sendable {
         self.production = production
         self.maxReplay = maxReplay
         self.version = version
+        self.consumer = consumer
     }
 
     /// Whether a browser page from `origin` may call the API or open a WebSocket.
     public func allows(origin: String) -> Bool {
         guard let allowedOrigins else { return true }
         return allowedOrigins.contains(origin)
+    }
+}
+
+/// A durable JetStream consumer: its stream and name.
+public struct ConsumerName: Sendable, Hashable {
+    public var stream: String
+    public var name: String
+
+    public init(stream: String, name: String) {
+        self.stream = stream
+        self.name = name
     }
 }

@@ -8,6 +8,12 @@ struct GatewayMetrics: Sendable {
     let framesDelivered = Counter(label: "notify_frames_delivered_total")
     let slowClients = Counter(label: "notify_slow_clients_closed_total")
     private let authFailures: [TokenFailure: Counter]
+    // Refreshed when /metrics is scraped.
+    let natsConnected = Gauge(label: "notify_nats_connected")
+    let natsReconnects = Counter(label: "notify_nats_reconnects_total")
+    let outboxGauge = Gauge(label: "notify_outbox_batches")
+    let consumerPending = Gauge(label: "notify_jetstream_consumer_pending")
+    let consumerAckPending = Gauge(label: "notify_jetstream_consumer_ack_pending")
 
     init() {
         var counters: [TokenFailure: Counter] = [:]
@@ -22,4 +28,30 @@ struct GatewayMetrics: Sendable {
     func authFailed(_ failure: TokenFailure) { authFailures[failure]?.increment() }
     func slowClient() { slowClients.increment() }
     func delivered(_ count: Int) { framesDelivered.increment(by: count) }
+
+    /// Values read on each scrape of `/metrics`.
+    func observe(natsConnected connected: Bool, newReconnects: Int, outboxBatches: Int?, consumer: (pending: Int64, ackPending: Int64)?) {
+        natsConnected.record(connected ? 1 : 0)
+        if newReconnects > 0 { natsReconnects.increment(by: newReconnects) }
+        if let outboxBatches { outboxGauge.record(outboxBatches) }
+        if let consumer {
+            consumerPending.record(consumer.pending)
+            consumerAckPending.record(consumer.ackPending)
+        }
+    }
+
+    /// Routes with a label of their own; anything else is `other`, so a
+    /// scanner cannot grow the number of series.
+    static let routes: Set<String> = [
+        "/", "/health", "/metrics", "/ws", "/dev/token", "/dev/events", "/v1/notifications",
+        "/v1/notifications/unread_count", "/v1/notifications/read", "/v1/notifications/stream",
+    ]
+
+    /// Records one HTTP request's duration by route, method and status.
+    func request(path: String, method: String, status: Int, since start: ContinuousClock.Instant) {
+        let route = Self.routes.contains(path) ? path : "other"
+        Timer(label: "notify_http_request_duration_seconds", dimensions: [
+            ("route", route), ("method", method), ("status", String(status)),
+        ]).record(duration: ContinuousClock.now - start)
+    }
 }

@@ -92,3 +92,23 @@ func unixNow() -> Int64 {
 }
 
 import Foundation
+
+/// Times every HTTP request by route, method and status
+/// (`notify_http_request_duration_seconds`).
+struct RequestMetricsMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            metrics.request(path: request.uri.path, method: request.method.rawValue, status: response.status.code, since: start)
+            return response
+        } catch {
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            metrics.request(path: request.uri.path, method: request.method.rawValue, status: status, since: start)
+            throw error
+        }
+    }
+}

@@ -303,6 +303,19 @@ public struct NotificationRepository: Sendable {
         }
     }
 
+    /// Outbox batches in the store (committed, not yet deleted after
+    /// publishing), counting up to `limit`.
+    public func outboxDepth(limit: Int = 10_000) async throws(KeyValueStoreError) -> Int {
+        try await store.query(Query(partition: Self.outboxPartition, limit: limit)).items.count
+    }
+
+    /// Throws unless the store accepts a write now (one small item, rewritten).
+    public func probeWrite() async throws(KeyValueStoreError) {
+        try await store.putItem(Item(key: ItemKey(partition: "HEALTH", sort: "probe"), attributes: [
+            "at": .integer(RepositoryClock.milliseconds()),
+        ]))
+    }
+
     /// Forgets published outbox batches.
     public func deleteOutboxes(_ ids: [String]) async throws(KeyValueStoreError) {
         guard !ids.isEmpty else { return }

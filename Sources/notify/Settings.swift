@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import NATS
 import Notifications
@@ -238,11 +239,28 @@ struct WorkerSettings {
     }
 }
 
+extension GatewaySettings {
+    /// The consumer the worker settings in the environment name, if they are valid.
+    static func environmentConsumer(_ reader: SettingsReader, common: CommonSettings) -> ConsumerName? {
+        guard let flags = try? WorkerOptions.parse([]) else { return nil }
+        return (try? WorkerSettings(reader, common: common, flags: flags))?.consumerName
+    }
+}
+
+extension WorkerSettings {
+    /// The JetStream consumer the worker uses; `nil` over core NATS.
+    var consumerName: ConsumerName? {
+        worker.useJetStream ? ConsumerName(stream: worker.stream.name, name: worker.consumer.durableName) : nil
+    }
+}
+
 /// Settings of the gateway.
 struct GatewaySettings {
     var gateway: GatewayConfiguration
 
-    init(_ reader: SettingsReader, common: CommonSettings, flags: GatewayOptions) throws {
+    /// - Parameter consumer: the worker's consumer, for `/health` and
+    ///   `/metrics`; by default the one the environment names.
+    init(_ reader: SettingsReader, common: CommonSettings, flags: GatewayOptions, consumer: ConsumerName?? = nil) throws {
         guard let secret = reader.raw("JWT_SECRET", flag: nil) else {
             throw SettingsError(message: "JWT_SECRET is required for the gateway: the HS256 secret your main API signs tokens with (at least \(TokenVerifier.minimumSecretBytes) bytes)")
         }
@@ -270,7 +288,8 @@ struct GatewaySettings {
             host: host, port: port, jwtSecret: secret,
             jwtIssuer: reader.raw("JWT_ISSUER", flag: flags.jwtIssuer), jwtAudience: reader.raw("JWT_AUDIENCE", flag: flags.jwtAudience),
             allowedOrigins: origins, userSubjectPrefix: common.userSubjectPrefix, maxConnectionsPerUser: maxConnections,
-            production: common.production, version: notifyVersion)
+            production: common.production, version: notifyVersion,
+            consumer: consumer ?? Self.environmentConsumer(reader, common: common))
     }
 }
 

@@ -67,8 +67,9 @@ struct ServeCommand: AsyncParsableCommand {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
         let (storeSettings, workerSettings, gatewaySettings) = settingsOrExit {
-            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: workerOptions),
-             try GatewaySettings(reader, common: common, flags: gatewayOptions))
+            let worker = try WorkerSettings(reader, common: common, flags: workerOptions)
+            return (try StoreSettings(reader, flags: store), worker,
+                    try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: .some(worker.consumerName)))
         }
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
             // Stopped in reverse: gateway first (clients closed with 1001),
