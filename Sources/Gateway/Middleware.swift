@@ -1,5 +1,6 @@
 import Hummingbird
 import HummingbirdCore
+import Logging
 
 /// The bearer token of a request: `Authorization: Bearer <jwt>`, or the
 /// `access_token` query parameter (browsers cannot set headers on WebSocket
@@ -94,7 +95,9 @@ func unixNow() -> Int64 {
 import Foundation
 
 /// Times every HTTP request by route, method and status
-/// (`notify_http_request_duration_seconds`).
+/// (`notify_http_request_duration_seconds`) and logs it with the request id
+/// (`hb.request.id`): at debug, or at warning for a server error. The path
+/// is logged without its query string, which may carry a token.
 struct RequestMetricsMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
     let metrics: GatewayMetrics
@@ -103,12 +106,21 @@ struct RequestMetricsMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         do {
             let response = try await next(request, context)
-            metrics.request(path: request.uri.path, method: request.method.rawValue, status: response.status.code, since: start)
+            finished(request, context: context, status: response.status.code, since: start)
             return response
         } catch {
-            let status = (error as? any HTTPResponseError)?.status.code ?? 500
-            metrics.request(path: request.uri.path, method: request.method.rawValue, status: status, since: start)
+            finished(request, context: context, status: (error as? any HTTPResponseError)?.status.code ?? 500, since: start)
             throw error
         }
+    }
+
+    private func finished(_ request: Request, context: Context, status: Int, since start: ContinuousClock.Instant) {
+        let path = request.uri.path
+        metrics.request(path: path, method: request.method.rawValue, status: status, since: start)
+        let elapsed = ContinuousClock.now - start
+        context.logger.log(level: status >= 500 ? .warning : .debug, "request", metadata: [
+            "method": .string(request.method.rawValue), "path": .string(path), "status": .stringConvertible(status),
+            "ms": .stringConvertible(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1_000 + Double(elapsed.components.seconds) * 1_000),
+        ])
     }
 }
