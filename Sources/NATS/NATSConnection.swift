@@ -18,6 +18,13 @@ public struct NATSConnectionOptions: Sendable {
     public var maxReconnectDelay: Duration
     /// Bytes of publishes buffered while reconnecting.
     public var reconnectBufferBytes: Int
+    /// Whether subscriptions with a handler share nats.c's message delivery
+    /// thread pool (one thread unless `nats_SetMessageDeliveryPoolSize`
+    /// says otherwise) instead of a thread each, nats.c's default. Every
+    /// handler here copies the message and returns, so one thread keeps up;
+    /// a gateway holds a subscription per connected user, and a thread each
+    /// would cost a stack and a context switch per message.
+    public var sharedMessageDelivery: Bool
 
     public init(
         urls: [String] = ["nats://127.0.0.1:4222"],
@@ -26,7 +33,8 @@ public struct NATSConnectionOptions: Sendable {
         connectTimeout: Duration = .seconds(2),
         minReconnectDelay: Duration = .milliseconds(100),
         maxReconnectDelay: Duration = .seconds(5),
-        reconnectBufferBytes: Int = 8 * 1024 * 1024
+        reconnectBufferBytes: Int = 8 * 1024 * 1024,
+        sharedMessageDelivery: Bool = true
     ) {
         self.urls = urls
         self.name = name
@@ -35,6 +43,7 @@ public struct NATSConnectionOptions: Sendable {
         self.minReconnectDelay = minReconnectDelay
         self.maxReconnectDelay = maxReconnectDelay
         self.reconnectBufferBytes = reconnectBufferBytes
+        self.sharedMessageDelivery = sharedMessageDelivery
     }
 }
 
@@ -134,6 +143,7 @@ public final class NATSConnection: @unchecked Sendable {
         if status == NATS_OK { status = natsOptions_SetTimeout(opts, max(1, milliseconds(options.connectTimeout))) }
         if status == NATS_OK { status = natsOptions_SetMaxReconnect(opts, -1) }
         if status == NATS_OK { status = natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)) }
+        if status == NATS_OK { status = natsOptions_UseGlobalMessageDelivery(opts, options.sharedMessageDelivery) }
         if status == NATS_OK, let file = options.credentialsFile {
             status = natsOptions_SetUserCredentialsFromFiles(opts, file, nil)
         }
