@@ -211,6 +211,7 @@ final class WebSocketSession: ChannelInboundHandler {
             phase = .live
             write(frames, context: context)
             gateway.metrics.delivered(frames.count)
+            if !context.channel.isWritable { paused = true }
             drain()
         }
     }
