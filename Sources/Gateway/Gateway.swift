@@ -212,13 +212,13 @@ public final class Gateway: Sendable {
         return WebSocketGrant(token: verified, since: uri.queryParameters["since"].map(String.init))
     }
 
-    private func upgradeRefusal(authorization: String?, query: String?, origin: String?, count: Bool = true) -> APIError? {
+    private func upgradeRefusal(authorization: String?, query: String?, origin: String?) -> APIError? {
         if let origin, !configuration.allows(origin: origin) {
             return APIError(.forbidden, code: "origin_not_allowed", message: "origin \(origin) may not open a WebSocket here")
         }
         let token = bearerToken(authorization: authorization, query: query) ?? ""
         if case .failure(let failure) = verifier.verify(token, now: unixNow()) {
-            if count { metrics.authFailed(failure) }
+            metrics.authFailed(failure)
             return .unauthorized(failure)
         }
         return nil
