@@ -6,32 +6,32 @@ import Synchronization
 /// second, instead of a timer task per connection: idle connections are
 /// what a gateway holds most of, and each task costs memory.
 final class ExpiryService: Service, Sendable {
-    private let buckets = Mutex<[Int64: [ObjectIdentifier: ClientQueue]]>([:])
+    private let buckets = Mutex<[Int64: [ObjectIdentifier: any LiveSink]]>([:])
 
-    /// Closes `queue` with `.tokenExpired` at `expiresAt` (Unix seconds).
-    func add(_ queue: ClientQueue, expiresAt: Int64) {
-        buckets.withLock { $0[expiresAt, default: [:]][ObjectIdentifier(queue)] = queue }
+    /// Closes `sink` with `.tokenExpired` at `expiresAt` (Unix seconds).
+    func add(_ sink: any LiveSink, expiresAt: Int64) {
+        buckets.withLock { $0[expiresAt, default: [:]][ObjectIdentifier(sink)] = sink }
     }
 
-    /// Forgets `queue` (its connection ended first).
-    func remove(_ queue: ClientQueue, expiresAt: Int64) {
+    /// Forgets `sink` (its connection ended first).
+    func remove(_ sink: any LiveSink, expiresAt: Int64) {
         buckets.withLock { buckets in
-            buckets[expiresAt]?[ObjectIdentifier(queue)] = nil
+            buckets[expiresAt]?[ObjectIdentifier(sink)] = nil
             if buckets[expiresAt]?.isEmpty == true { buckets[expiresAt] = nil }
         }
     }
 
-    /// Closes every queue whose expiry is at or before `now`.
+    /// Closes every connection whose expiry is at or before `now`.
     func expire(now: Int64) {
-        let due = buckets.withLock { buckets -> [ClientQueue] in
+        let due = buckets.withLock { buckets -> [any LiveSink] in
             let keys = buckets.keys.filter { $0 <= now }
-            var due: [ClientQueue] = []
+            var due: [any LiveSink] = []
             for key in keys {
                 due += buckets.removeValue(forKey: key)?.values ?? [:].values
             }
             return due
         }
-        for queue in due { queue.close(.tokenExpired) }
+        for sink in due { sink.close(.tokenExpired) }
     }
 
     func run() async throws {

@@ -1,7 +1,6 @@
 import Foundation
-public import Hummingbird
+import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import KeyValueStore
 public import Logging
 public import NATS
@@ -69,23 +68,9 @@ public final class Gateway: Sendable {
     public func services(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> [any Service] {
         let router = Router(context: GatewayContext.self)
         addRoutes(to: router)
-        let webSocketRouter = Router(context: GatewayContext.self)
-        webSocketRouter.add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
-        webSocketRouter.ws("/ws") { [self] inbound, outbound, context in
-            await webSocketSession(inbound: inbound, outbound: outbound, request: context.request, token: context.requestContext.token)
-        }
-        let refuse: @Sendable (HTTPRequestHead) -> Bool = { [self] head in shouldRefuseUpgrade(head) }
         let application = Application(
             router: router,
-            server: .gatedWebSocketUpgrade(
-                webSocketResponder: webSocketRouter.buildResponder(),
-                configuration: .init(
-                    http1: .init(idleTimeout: TimeAmount.nanoseconds(Int64(configuration.handshakeTimeout.components.seconds) * 1_000_000_000)),
-                    ws: .init(
-                        maxFrameSize: configuration.maxInboundFrameBytes,
-                        autoPing: .enabled(timePeriod: configuration.pingInterval),
-                        closeTimeout: .seconds(5))),
-                shouldRefuse: refuse),
+            server: .gateway(self),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "notify"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -104,7 +89,7 @@ public final class Gateway: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: metricsText())))
         }
-        // Reached by plain GETs and by refused upgrades (see the gate).
+        // Reached by plain GETs and by refused upgrades (see `GatewayChannel`).
         router.get("/ws") { [self] request, _ -> Response in
             if let refusal = upgradeRefusal(authorization: request.headers[.authorization], query: request.uri.query, origin: request.headers[.origin]) {
                 throw refusal
@@ -261,94 +246,65 @@ public final class Gateway: Sendable {
 
     // MARK: WebSocket
 
-    /// Whether the gate must turn a WebSocket upgrade into a plain request
-    /// (answered 401 or 403 by the `/ws` route).
-    private func shouldRefuseUpgrade(_ head: HTTPRequestHead) -> Bool {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        guard path == "/ws" else { return false }
-        let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init)
-        // Counted when the /ws route answers the refused request, not here.
-        return upgradeRefusal(authorization: head.headers.first(name: "authorization"), query: query, origin: head.headers.first(name: "origin"), count: false) != nil
+    /// Whether a request head may upgrade to a WebSocket: `/ws`, an allowed
+    /// origin, a valid token. Called on the connection's event loop; a
+    /// refused upgrade is answered by the `/ws` route.
+    func webSocketGrant(_ head: HTTPRequestHead) -> WebSocketGrant? {
+        let uri = URI(head.uri)
+        guard uri.path == "/ws" else { return nil }
+        if let origin = head.headers.first(name: "origin"), !configuration.allows(origin: origin) { return nil }
+        let token = bearerToken(authorization: head.headers.first(name: "authorization"), query: uri.query) ?? ""
+        // Failures are counted when the /ws route answers the refused request.
+        guard case .success(let verified) = verifier.verify(token, now: unixNow()) else { return nil }
+        return WebSocketGrant(token: verified, since: uri.queryParameters["since"].map(String.init))
     }
 
-    private func upgradeRefusal(authorization: String?, query: String?, origin: String?, count: Bool = true) -> APIError? {
+    private func upgradeRefusal(authorization: String?, query: String?, origin: String?) -> APIError? {
         if let origin, !configuration.allows(origin: origin) {
             return APIError(.forbidden, code: "origin_not_allowed", message: "origin \(origin) may not open a WebSocket here")
         }
         let token = bearerToken(authorization: authorization, query: query) ?? ""
         if case .failure(let failure) = verifier.verify(token, now: unixNow()) {
-            if count { metrics.authFailed(failure) }
+            metrics.authFailed(failure)
             return .unauthorized(failure)
         }
         return nil
     }
 
-    private func webSocketSession(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, token: VerifiedToken?) async {
-        guard let token else {
-            try? await outbound.close(.policyViolation, reason: "unauthorized")
-            return
-        }
-        let since = request.uri.queryParameters["since"].map(String.init)
-        var feed: LiveFeed
+    /// Runs in the connection's task right after the 101: attaches the
+    /// outbox to the hub, reads `hello` and the replay from the store, and
+    /// hands them to the session. The task ends here; the WebSocket lives on
+    /// in its channel.
+    func openWebSocket(_ outbox: WebSocketOutbox, grant: WebSocketGrant) async {
+        let user = grant.token.user
+        let opening: WebSocketOpening
         do {
-            feed = try await LiveFeed.open(user: token.user, since: since, hub: hub, repository: repository, configuration: configuration)
+            let feed = try await LiveFeed.open(
+                user: user, since: grant.since, sink: outbox, hub: hub, repository: repository, configuration: configuration)
+            opening = .opened(feed)
         } catch is TooManyConnections {
-            try? await outbound.close(.policyViolation, reason: "too many connections for this user")
-            return
+            opening = .refused(.policyViolation, reason: "too many connections for this user")
         } catch {
-            logger.error("opening a WebSocket feed failed", metadata: ["user": .string(token.user), "error": .string("\(error)")])
-            try? await outbound.close(.unexpectedServerError, reason: "the feed is unavailable; retry later")
-            return
+            logger.error("opening a WebSocket feed failed", metadata: ["user": .string(user), "error": .string("\(error)")])
+            opening = .refused(.unexpectedServerError, reason: "the feed is unavailable; retry later")
         }
-        metrics.webSockets(webSockets.add(1, ordering: .relaxed).newValue)
-        let queue = feed.queue
-        expiry.add(queue, expiresAt: token.expiresAt)
-        defer {
-            expiry.remove(queue, expiresAt: token.expiresAt)
+        if await !outbox.deliver(opening), case .opened(let feed) = opening {
+            // The client left while the feed was opening.
             feed.close(hub: hub)
-            metrics.webSockets(webSockets.subtract(1, ordering: .relaxed).newValue)
         }
-        await withTaskGroup(of: Void.self) { group in
-            // Read inbound frames: this also answers pings and notices a
-            // client that closes (or sends a frame over the limit: 1009).
-            group.addTask {
-                do {
-                    for try await _ in inbound {}
-                } catch {}
-                queue.close(.clientGone)
-            }
-            do {
-                for frame in feed.opening {
-                    try await outbound.write(.text(String(decoding: frame, as: UTF8.self)))
-                }
-                metrics.delivered(feed.opening.count)
-                sending: while true {
-                    switch await queue.next() {
-                    case .frames(let frames):
-                        let live = feed.live(frames)
-                        for frame in live {
-                            try await outbound.write(.text(String(decoding: frame, as: UTF8.self)))
-                        }
-                        metrics.delivered(live.count)
-                    case .overflow:
-                        let resume = feed.lastSentID.map { " with since=\($0)" } ?? ""
-                        try await outbound.close(.init(codeNumber: 1013), reason: "client too slow; reconnect\(resume)")
-                        break sending
-                    case .closed(.shutdown):
-                        try await outbound.close(.goingAway, reason: "server shutting down")
-                        break sending
-                    case .closed(.tokenExpired):
-                        try await outbound.close(.policyViolation, reason: "token expired")
-                        break sending
-                    case .closed(.clientGone):
-                        break sending
-                    }
-                }
-            } catch {
-                // The client went away mid-write.
-            }
-            group.cancelAll()
-        }
+    }
+
+    /// A WebSocket's feed went live (on its event loop).
+    func webSocketOpened(_ feed: LiveFeed<WebSocketOutbox>, expiresAt: Int64) {
+        expiry.add(feed.sink, expiresAt: expiresAt)
+        metrics.webSockets(webSockets.add(1, ordering: .relaxed).newValue)
+    }
+
+    /// A live WebSocket's channel closed (on its event loop).
+    func webSocketEnded(_ feed: LiveFeed<WebSocketOutbox>, expiresAt: Int64) {
+        expiry.remove(feed.sink, expiresAt: expiresAt)
+        feed.close(hub: hub)
+        metrics.webSockets(webSockets.subtract(1, ordering: .relaxed).newValue)
     }
 
     // MARK: Server-Sent Events
@@ -358,13 +314,15 @@ public final class Gateway: Sendable {
     private func eventStream(_ request: Request, token: VerifiedToken) async throws -> Response {
         // Browsers send `Last-Event-ID` when an EventSource reconnects.
         let since = request.headers[.init("Last-Event-ID")!] ?? request.uri.queryParameters["since"].map(String.init)
-        let opened: LiveFeed
+        let opened: LiveFeed<ClientQueue>
         do {
-            opened = try await LiveFeed.open(user: token.user, since: since, hub: hub, repository: repository, configuration: configuration)
+            opened = try await LiveFeed.open(
+                user: token.user, since: since, sink: ClientQueue(limit: configuration.clientQueueLimit),
+                hub: hub, repository: repository, configuration: configuration)
         } catch is TooManyConnections {
             throw APIError(.tooManyRequests, code: "too_many_connections", message: "too many connections for this user")
         }
-        let queue = opened.queue
+        let queue = opened.sink
         let heartbeat = Duration.seconds(15)
         expiry.add(queue, expiresAt: token.expiresAt)
         return Response(

@@ -1,19 +1,16 @@
 public import Hummingbird
-public import HummingbirdWebSocket
 import Foundation
 import NIOCore
 
 /// The request context of every gateway route: Hummingbird's core storage
 /// plus the verified token, once authentication ran.
-public struct GatewayContext: RequestContext, WebSocketRequestContext {
+public struct GatewayContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<GatewayContext>
     /// Set by the authentication middleware.
     public var token: VerifiedToken?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        webSocket = .init()
         token = nil
     }
 

@@ -9,22 +9,21 @@ import Notifications
 /// then on is buffered; the replay (notifications created after `since`,
 /// oldest first) is sent next; then the buffer is flushed, skipping the
 /// notifications the replay already carried; then the feed goes live.
-struct LiveFeed: Sendable {
+struct LiveFeed<Sink: LiveSink>: Sendable {
     let user: String
-    let queue: ClientQueue
-    /// `hello`, then the replay (or `reset`).
-    let opening: [[UInt8]]
+    let sink: Sink
+    /// `hello`, then the replay (or `reset`); emptied by `takeOpening()`.
+    private(set) var opening: [[UInt8]]
     /// Ids the replay sent, not to be sent again from the live buffer.
     private var replayed: Set<String>
     /// The last notification id sent, for `since` after a disconnect.
     private(set) var lastSentID: String?
 
-    /// Attaches to the hub and prepares the opening frames.
+    /// Attaches `sink` to the hub and prepares the opening frames.
     static func open(
-        user: String, since: String?, hub: UserHub, repository: NotificationRepository, configuration: GatewayConfiguration
+        user: String, since: String?, sink: Sink, hub: UserHub, repository: NotificationRepository, configuration: GatewayConfiguration
     ) async throws -> LiveFeed {
-        let queue = ClientQueue(limit: configuration.clientQueueLimit)
-        try hub.attach(user: user, queue: queue)
+        try hub.attach(user: user, sink: sink)
         do {
             var hello = JSONWriterBridge()
             hello.hello(user: user, unread: try await repository.unreadCount(owner: user))
@@ -48,11 +47,17 @@ struct LiveFeed: Sendable {
                     opening.append(resetFrame)
                 }
             }
-            return LiveFeed(user: user, queue: queue, opening: opening, replayed: replayed, lastSentID: lastSentID)
+            return LiveFeed(user: user, sink: sink, opening: opening, replayed: replayed, lastSentID: lastSentID)
         } catch {
-            hub.detach(user: user, queue: queue)
+            hub.detach(user: user, sink: sink)
             throw error
         }
+    }
+
+    /// The opening frames, once; the feed keeps only what filtering needs.
+    mutating func takeOpening() -> [[UInt8]] {
+        defer { opening = [] }
+        return opening
     }
 
     /// Drops the frames the replay already sent; remembers the last id sent.
@@ -66,6 +71,6 @@ struct LiveFeed: Sendable {
     }
 
     func close(hub: UserHub) {
-        hub.detach(user: user, queue: queue)
+        hub.detach(user: user, sink: sink)
     }
 }

@@ -2,20 +2,45 @@ import NATS
 import Notifications
 import Synchronization
 
-/// Frames waiting to be sent to one client. Bounded: a client that falls
+/// Why a live connection is being closed.
+enum CloseReason: Sendable {
+    /// The server is shutting down (WebSocket close 1001).
+    case shutdown
+    /// The client's token expired (1008).
+    case tokenExpired
+    /// The client went away.
+    case clientGone
+}
+
+/// What happened to a frame handed to a `LiveSink`.
+enum PushResult {
+    case queued
+    /// The client is too far behind: this frame was not taken and the
+    /// connection will be closed (WebSocket 1013).
+    case becameSlow
+    /// The sink is closed or already slow.
+    case refused
+}
+
+/// Where the hub delivers one connection's live frames: a `ClientQueue`
+/// (drained by an SSE response) or a `WebSocketOutbox` (drained on the
+/// WebSocket's event loop). Both are bounded. The hub calls them on
+/// nats.c's callback thread, so neither may block.
+protocol LiveSink: AnyObject, Sendable {
+    /// Adds a frame. `.becameSlow` the first time the client is too far
+    /// behind; `.refused` after that, or once closed. Never blocks.
+    @discardableResult
+    func push(_ frame: [UInt8]) -> PushResult
+    /// Ends the connection for `reason` (the first reason given wins),
+    /// after the frames already queued.
+    func close(_ reason: CloseReason)
+}
+
+/// Frames waiting to be sent to one SSE client, taken by its response
+/// task with `next()`. Bounded: a client that falls
 /// more than `limit` frames behind is marked slow and its queue stops
 /// accepting, so a stalled client can never grow the server's memory.
-final class ClientQueue: Sendable {
-    /// Why a queue was closed.
-    enum CloseReason: Sendable {
-        /// The server is shutting down (WebSocket close 1001).
-        case shutdown
-        /// The client's token expired (1008).
-        case tokenExpired
-        /// The client went away.
-        case clientGone
-    }
-
+final class ClientQueue: LiveSink {
     /// What the sender loop gets next.
     enum Next: Sendable {
         case frames([[UInt8]])
@@ -39,8 +64,6 @@ final class ClientQueue: Sendable {
     init(limit: Int) {
         self.limit = max(1, limit)
     }
-
-    enum PushResult { case queued, becameSlow, refused }
 
     /// Adds a frame. `.becameSlow` the first time the client is too far
     /// behind (the queue then takes nothing more); `.refused` after that or
@@ -124,7 +147,7 @@ struct TooManyConnections: Error {
 final class UserHub: Sendable {
     private struct Entry {
         var subscription: NATSHandlerSubscription
-        var clients: [ObjectIdentifier: ClientQueue]
+        var clients: [ObjectIdentifier: any LiveSink]
     }
 
     private let entries = Mutex<[String: Entry]>([:])
@@ -140,14 +163,14 @@ final class UserHub: Sendable {
         self.metrics = metrics
     }
 
-    /// Starts delivering `user`'s messages to `queue`. The user id must
+    /// Starts delivering `user`'s messages to `sink`. The user id must
     /// already be validated (it becomes a subject token).
-    func attach(user: String, queue: ClientQueue) throws {
+    func attach(user: String, sink: any LiveSink) throws {
         precondition(EventValidator.isValidUserID(user), "user ids are validated before they reach the hub")
         try entries.withLock { (entries) throws in
             if var entry = entries[user] {
                 guard entry.clients.count < maxConnectionsPerUser else { throw TooManyConnections(limit: maxConnectionsPerUser) }
-                entry.clients[ObjectIdentifier(queue)] = queue
+                entry.clients[ObjectIdentifier(sink)] = sink
                 entries[user] = entry
                 return
             }
@@ -155,15 +178,15 @@ final class UserHub: Sendable {
             let subscription = try connection.subscribe(subject) { [weak self] message in
                 self?.deliver(message.payload, to: user)
             }
-            entries[user] = Entry(subscription: subscription, clients: [ObjectIdentifier(queue): queue])
+            entries[user] = Entry(subscription: subscription, clients: [ObjectIdentifier(sink): sink])
         }
     }
 
-    /// Stops delivering to `queue`; the last one of a user ends the subscription.
-    func detach(user: String, queue: ClientQueue) {
+    /// Stops delivering to `sink`; the last one of a user ends the subscription.
+    func detach(user: String, sink: any LiveSink) {
         let finished = entries.withLock { entries -> NATSHandlerSubscription? in
             guard var entry = entries[user] else { return nil }
-            entry.clients[ObjectIdentifier(queue)] = nil
+            entry.clients[ObjectIdentifier(sink)] = nil
             if entry.clients.isEmpty {
                 entries[user] = nil
                 return entry.subscription
@@ -174,10 +197,10 @@ final class UserHub: Sendable {
         finished?.unsubscribe()
     }
 
-    /// Called on nats.c's thread: hand the frame to every queue of the user.
+    /// Called on nats.c's thread: hand the frame to every connection of the user.
     private func deliver(_ frame: [UInt8], to user: String) {
-        let queues = entries.withLock { $0[user].map { Array($0.clients.values) } ?? [] }
-        for queue in queues where queue.push(frame) == .becameSlow {
+        let sinks = entries.withLock { $0[user].map { Array($0.clients.values) } ?? [] }
+        for sink in sinks where sink.push(frame) == .becameSlow {
             metrics.slowClient()
         }
     }
@@ -187,7 +210,7 @@ final class UserHub: Sendable {
         entries.withLock { entries in (entries.count, entries.values.reduce(0) { $0 + $1.clients.count }) }
     }
 
-    /// Closes every queue (graceful shutdown) and drops the subscriptions.
+    /// Closes every connection (graceful shutdown) and drops the subscriptions.
     func closeAll() {
         let all = entries.withLock { entries -> [Entry] in
             defer { entries.removeAll() }
@@ -195,7 +218,7 @@ final class UserHub: Sendable {
         }
         for entry in all {
             entry.subscription.unsubscribe()
-            for queue in entry.clients.values { queue.close(.shutdown) }
+            for sink in entry.clients.values { sink.close(.shutdown) }
         }
     }
 }

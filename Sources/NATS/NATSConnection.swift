@@ -23,6 +23,13 @@ public struct NATSConnectionOptions: Sendable {
     /// favours throughput; see ``NATSConnection/sendBuffered()`` for a
     /// flush per batch instead.
     public var sendImmediately: Bool
+    /// Whether subscriptions with a handler share nats.c's message delivery
+    /// thread pool (one thread unless `nats_SetMessageDeliveryPoolSize`
+    /// says otherwise) instead of a thread each, nats.c's default. Every
+    /// handler here copies the message and returns, so one thread keeps up;
+    /// a gateway holds a subscription per connected user, and a thread each
+    /// would cost a stack and a context switch per message.
+    public var sharedMessageDelivery: Bool
 
     public init(
         urls: [String] = ["nats://127.0.0.1:4222"],
@@ -32,7 +39,8 @@ public struct NATSConnectionOptions: Sendable {
         minReconnectDelay: Duration = .milliseconds(100),
         maxReconnectDelay: Duration = .seconds(5),
         reconnectBufferBytes: Int = 8 * 1024 * 1024,
-        sendImmediately: Bool = false
+        sendImmediately: Bool = false,
+        sharedMessageDelivery: Bool = true
     ) {
         self.urls = urls
         self.name = name
@@ -42,6 +50,7 @@ public struct NATSConnectionOptions: Sendable {
         self.maxReconnectDelay = maxReconnectDelay
         self.reconnectBufferBytes = reconnectBufferBytes
         self.sendImmediately = sendImmediately
+        self.sharedMessageDelivery = sharedMessageDelivery
     }
 }
 
@@ -143,6 +152,7 @@ public final class NATSConnection: @unchecked Sendable {
         if status == NATS_OK { status = natsOptions_SetMaxReconnect(opts, -1) }
         if status == NATS_OK { status = natsOptions_SetReconnectBufSize(opts, Int32(clamping: options.reconnectBufferBytes)) }
         if status == NATS_OK { status = natsOptions_SetSendAsap(opts, options.sendImmediately) }
+        if status == NATS_OK { status = natsOptions_UseGlobalMessageDelivery(opts, options.sharedMessageDelivery) }
         if status == NATS_OK, let file = options.credentialsFile {
             status = natsOptions_SetUserCredentialsFromFiles(opts, file, nil)
         }

@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import HummingbirdWSClient
+import Logging
+import NIOCore
 import NATS
 @testable import Gateway
 import NIOWebSocket
@@ -198,7 +200,7 @@ struct GatewayTests {
                 #expect(types(frames).last == "notification.read")
                 #expect(frames.last?["ids"] as? [String] == [id])
             }
-            try await harness.jetStream.publish("notifications.post.unlike", payload: Array(#"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"live","created_at":\#(Int(Date().timeIntervalSince1970))}"#.utf8))
+            _ = try await harness.jetStream.publish("notifications.post.unlike", payload: Array(#"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"live","created_at":\#(Int(Date().timeIntervalSince1970))}"#.utf8))
             let deleted = await tab1.wait(for: 4)
             #expect(deleted.last?["type"] as? String == "notification.deleted")
             #expect(deleted.last?["id"] as? String == id)
@@ -285,6 +287,61 @@ struct GatewayTests {
             let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(harness.token("ana"))", send: [big])
             let closed = await client.closedByServer()
             #expect(closed?.closeCode == .messageTooLarge)
+        }
+    }
+
+    @Test func aFragmentedMessageOver64KiBIsClosedWith1009() async throws {
+        try await GatewayHarness.run { (harness) async throws in
+            var logger = Logger(label: "ws-client")
+            logger.logLevel = .critical
+            let half = ByteBuffer(repeating: UInt8(ascii: "x"), count: 40_000)
+            let closed = try await WebSocketClient.connect(
+                url: "ws://127.0.0.1:\(harness.port)/ws?access_token=\(harness.token("ana"))", logger: logger
+            ) { inbound, outbound, _ in
+                // Each frame is under the limit; the message is not.
+                try await outbound.write(.custom(WebSocketFrame(fin: false, opcode: .text, data: half)))
+                try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .continuation, data: half)))
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { for try await _ in inbound {} }
+                    group.addTask {
+                        // Not closed by the server: end the test with our own close code.
+                        try await Task.sleep(for: .seconds(5))
+                        try await outbound.close(.normalClosure, reason: nil)
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+            #expect(closed?.closeCode == .messageTooLarge)
+        }
+    }
+
+    @Test func aClientThatStopsAnsweringPingsIsClosed() async throws {
+        try await GatewayHarness.run(configure: { $0.pingInterval = .seconds(1) }) { (harness) async throws in
+            let connection = try RawHTTPConnection(port: harness.port)
+            try connection.send("GET", "/ws?access_token=\(harness.token("ana"))", headers: [
+                ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ])
+            let clock = ContinuousClock()
+            let start = clock.now
+            // This client reads but never answers a ping.
+            let received = await connection.read(timeout: .seconds(10)) { _ in false }
+            #expect(received.hasPrefix("HTTP/1.1 101"))
+            #expect(received.contains(#""type":"hello""#))
+            #expect(received.contains("ping timeout"), "the close frame's reason")
+            #expect(clock.now - start < .seconds(6), "closed by the server after two silent intervals")
+        }
+    }
+
+    @Test func aConnectionThatSendsNoRequestIsClosedAfterTheHandshakeTimeout() async throws {
+        try await GatewayHarness.run(configure: { $0.handshakeTimeout = .seconds(1) }) { (harness) async throws in
+            let connection = try RawHTTPConnection(port: harness.port)
+            let clock = ContinuousClock()
+            let start = clock.now
+            let received = await connection.read(timeout: .seconds(10)) { _ in false }
+            #expect(received.isEmpty)
+            #expect(clock.now - start < .seconds(5), "closed by the server, not by the read's timeout")
         }
     }
 

@@ -66,7 +66,7 @@ struct NotifyCommandTests {
     @Test func doctorNamesEveryProblemInPlainWords() async throws {
         try await withTemporaryDirectory { directory in
             let notADirectory = directory.file("plain-file")
-            FileManager.default.createFile(atPath: notADirectory, contents: Data())
+            #expect(FileManager.default.createFile(atPath: notADirectory, contents: Data()))
             var environment = Self.environment(nil, data: directory, ["JWT_SECRET": "too-short"])
             environment["DATA_DIR"] = notADirectory
             let (status, output) = try await Self.run(["doctor"], environment: environment, in: directory)

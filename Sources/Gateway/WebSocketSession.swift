@@ -1,0 +1,383 @@
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// One WebSocket's live frames on their way from the hub (nats.c's callback
+/// thread) to the connection's event loop.
+///
+/// `push` appends under a lock; the first frame of a burst schedules one
+/// drain on the event loop, which writes everything queued and flushes once.
+/// Bounded like `ClientQueue`: a client more than `limit` frames behind
+/// (frames not yet handed to the channel) is closed with 1013.
+final class WebSocketOutbox: LiveSink {
+    /// What the session takes on the event loop.
+    struct Batch {
+        var frames: [[UInt8]]
+        var overflowed: Bool
+        var closed: CloseReason?
+    }
+
+    private struct State {
+        var frames: [[UInt8]] = []
+        /// A drain is scheduled or the session holds frames back (opening,
+        /// or the channel above its high-water mark): pushes need not wake it.
+        var drainScheduled = false
+        var overflowed = false
+        var closed: CloseReason?
+    }
+
+    let eventLoop: any EventLoop
+    private let limit: Int
+    private let state = Mutex(State())
+    /// The session serving this outbox; `nil` once it left the pipeline.
+    private let session: NIOLoopBoundBox<WebSocketSession?>
+
+    /// Must be called on `eventLoop`.
+    init(eventLoop: any EventLoop, limit: Int) {
+        self.eventLoop = eventLoop
+        self.limit = max(1, limit)
+        self.session = NIOLoopBoundBox(nil, eventLoop: eventLoop)
+    }
+
+    @discardableResult
+    func push(_ frame: [UInt8]) -> PushResult {
+        let (result, wake) = state.withLock { state -> (PushResult, Bool) in
+            guard state.closed == nil, !state.overflowed else { return (.refused, false) }
+            if state.frames.count >= limit {
+                state.overflowed = true
+                state.frames = []
+                return (.becameSlow, true)
+            }
+            state.frames.append(frame)
+            if state.drainScheduled { return (.queued, false) }
+            state.drainScheduled = true
+            return (.queued, true)
+        }
+        if wake { scheduleDrain() }
+        return result
+    }
+
+    func close(_ reason: CloseReason) {
+        let wake = state.withLock { state -> Bool in
+            guard state.closed == nil else { return false }
+            state.closed = reason
+            return true
+        }
+        if wake { scheduleDrain() }
+    }
+
+    private func scheduleDrain() {
+        let session = self.session
+        eventLoop.execute {
+            session.value?.drain()
+        }
+    }
+
+    /// On the event loop: the queued frames (unless `frames` is false and
+    /// the outbox is not closed), whether the client fell behind, and
+    /// whether the connection must close.
+    func take(frames takeFrames: Bool) -> Batch {
+        state.withLock { state in
+            if state.overflowed { return Batch(frames: [], overflowed: true, closed: state.closed) }
+            var frames: [[UInt8]] = []
+            if takeFrames || state.closed != nil {
+                swap(&frames, &state.frames)
+                state.drainScheduled = false
+            }
+            return Batch(frames: frames, overflowed: false, closed: state.closed)
+        }
+    }
+
+    /// On the event loop: the session now serving this outbox, or `nil`.
+    func serve(_ session: WebSocketSession?) {
+        self.session.value = session
+    }
+
+    /// Hands the opened feed, or why it could not open, to the session.
+    /// `false` when the connection is already gone: the caller then
+    /// detaches the feed itself.
+    func deliver(_ opening: WebSocketOpening) async -> Bool {
+        let session = self.session
+        let delivered = try? await eventLoop.submit { () -> Bool in
+            guard let current = session.value else { return false }
+            current.opened(opening)
+            return true
+        }.get()
+        return delivered ?? false
+    }
+}
+
+/// How opening a WebSocket's feed ended.
+enum WebSocketOpening: Sendable {
+    /// Attached to the hub; `hello` and the replay are ready to send.
+    case opened(LiveFeed<WebSocketOutbox>)
+    /// Close the WebSocket with this code and reason.
+    case refused(WebSocketErrorCode, reason: String)
+}
+
+/// One upgraded WebSocket, served on its event loop by this handler: no
+/// Swift task waits on an idle connection.
+///
+/// It writes the opening frames (`hello`, the replay), then whatever the
+/// outbox holds, leaving frames in the outbox while the channel is above its
+/// high-water mark. It pings the client every `pingInterval` and closes it
+/// (1001) when the previous ping went unanswered; answers pings; counts a
+/// fragmented message against `maxInboundFrameBytes` (1009 above: a single
+/// frame over the limit is refused by NIO's decoder, also 1009); and runs the
+/// close handshake: a client's close frame is echoed and the connection
+/// closed; after the server's own close frame the client has `closeTimeout`
+/// to answer before the connection is closed anyway.
+final class WebSocketSession: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// How long a client has to answer the server's close frame.
+    static let closeTimeout = TimeAmount.seconds(5)
+
+    private enum Phase {
+        /// Upgraded; the feed is opening (store reads), nothing sent yet.
+        case opening
+        case live
+        /// A close frame was sent; waiting for the client's.
+        case closing
+        case closed
+    }
+
+    private let outbox: WebSocketOutbox
+    private let gateway: Gateway
+    private let expiresAt: Int64
+    private var context: ChannelHandlerContext?
+    private var phase = Phase.opening
+    /// Set once the feed opened; detached from the hub when the channel goes.
+    private var feed: LiveFeed<WebSocketOutbox>?
+    /// The channel is above its high-water mark: frames wait in the outbox.
+    private var paused = false
+    /// Whether anything arrived since the last ping.
+    private var heard = true
+    private var pingTimer: Scheduled<Void>?
+    private var closeTimer: Scheduled<Void>?
+    /// Bytes so far of the fragmented message being received, if any.
+    private var messageBytes: Int?
+
+    private init(outbox: WebSocketOutbox, gateway: Gateway, expiresAt: Int64) {
+        self.outbox = outbox
+        self.gateway = gateway
+        self.expiresAt = expiresAt
+    }
+
+    /// Adds a session to an upgraded channel (on its event loop) and returns
+    /// the outbox the feed delivers into.
+    static func install(on channel: any Channel, gateway: Gateway, expiresAt: Int64) throws -> WebSocketOutbox {
+        let outbox = WebSocketOutbox(eventLoop: channel.eventLoop, limit: gateway.configuration.clientQueueLimit)
+        try channel.pipeline.syncOperations.addHandler(WebSocketSession(outbox: outbox, gateway: gateway, expiresAt: expiresAt))
+        return outbox
+    }
+
+    // MARK: Life cycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        outbox.serve(self)
+        schedulePing()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        phase = .closed
+        cancelTimers()
+        outbox.serve(nil)
+        self.context = nil
+        if let feed {
+            self.feed = nil
+            gateway.webSocketEnded(feed, expiresAt: expiresAt)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        phase = .closed
+        cancelTimers()
+        context.fireChannelInactive()
+    }
+
+    /// The feed opened (or could not): send the opening frames and go live.
+    func opened(_ opening: WebSocketOpening) {
+        switch opening {
+        case .refused(let code, let reason):
+            startClose(code, reason: reason)
+        case .opened(var feed):
+            let frames = feed.takeOpening()
+            self.feed = feed
+            gateway.webSocketOpened(feed, expiresAt: expiresAt)
+            guard phase == .opening, let context else { return }
+            phase = .live
+            write(frames, context: context)
+            gateway.metrics.delivered(frames.count)
+            if !context.channel.isWritable { paused = true }
+            drain()
+        }
+    }
+
+    // MARK: Outbound
+
+    /// Writes what the outbox holds (unless the channel is above its
+    /// high-water mark), then acts on an overflow or a close.
+    func drain() {
+        guard phase == .live, let context else { return }
+        let batch = outbox.take(frames: !paused)
+        if batch.overflowed {
+            let resume = feed?.lastSentID.map { " with since=\($0)" } ?? ""
+            startClose(WebSocketErrorCode(codeNumber: 1013), reason: "client too slow; reconnect\(resume)")
+            return
+        }
+        if !batch.frames.isEmpty {
+            let live = feed?.live(batch.frames) ?? batch.frames
+            write(live, context: context)
+            gateway.metrics.delivered(live.count)
+            if !context.channel.isWritable { paused = true }
+        }
+        switch batch.closed {
+        case .shutdown?: startClose(.goingAway, reason: "server shutting down")
+        case .tokenExpired?: startClose(.policyViolation, reason: "token expired")
+        case .clientGone?: context.close(promise: nil)
+        case nil: break
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if paused, context.channel.isWritable {
+            paused = false
+            drain()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func write(_ frames: [[UInt8]], context: ChannelHandlerContext) {
+        guard !frames.isEmpty else { return }
+        for frame in frames {
+            let data = context.channel.allocator.buffer(bytes: frame)
+            context.write(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: data)), promise: nil)
+        }
+        context.flush()
+    }
+
+    /// Sends a close frame; the client has `closeTimeout` to answer it.
+    private func startClose(_ code: WebSocketErrorCode, reason: String?) {
+        guard phase == .opening || phase == .live, let context else { return }
+        phase = .closing
+        pingTimer?.cancel()
+        pingTimer = nil
+        var data = context.channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
+        data.write(webSocketErrorCode: code)
+        if let reason { data.writeString(reason) }
+        context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+        closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) { [self] in
+            closeTimer = nil
+            self.context?.close(promise: nil)
+        }
+    }
+
+    // MARK: Pings
+
+    private func schedulePing() {
+        guard let context else { return }
+        pingTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gateway.configuration.pingInterval)) { [self] in
+            pingDue()
+        }
+    }
+
+    private func pingDue() {
+        pingTimer = nil
+        guard phase == .opening || phase == .live, let context else { return }
+        guard heard else {
+            // Silent for two intervals.
+            startClose(.goingAway, reason: "ping timeout")
+            context.close(promise: nil)
+            return
+        }
+        heard = false
+        context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+        schedulePing()
+    }
+
+    private func cancelTimers() {
+        pingTimer?.cancel()
+        pingTimer = nil
+        closeTimer?.cancel()
+        closeTimer = nil
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        heard = true
+        guard phase != .closed else { return }
+        // Clients mask every frame (RFC 6455 §5.1); no extension is negotiated.
+        guard frame.maskKey != nil, !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+            startClose(.protocolError, reason: nil)
+            return
+        }
+        switch frame.opcode {
+        case .text, .binary:
+            // The gateway reads nothing from clients: messages are only counted.
+            guard messageBytes == nil else { return startClose(.protocolError, reason: nil) }
+            if !frame.fin { messageBytes = frame.length }
+        case .continuation:
+            guard let sofar = messageBytes else { return startClose(.protocolError, reason: nil) }
+            let total = sofar + frame.length
+            guard total <= gateway.configuration.maxInboundFrameBytes else {
+                messageBytes = nil
+                return startClose(.messageTooLarge, reason: nil)
+            }
+            messageBytes = frame.fin ? nil : total
+        case .ping:
+            guard frame.fin else { return startClose(.protocolError, reason: nil) }
+            if phase == .opening || phase == .live {
+                context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            }
+        case .pong:
+            break
+        case .connectionClose:
+            receivedClose(frame, context: context)
+        default:
+            startClose(.protocolError, reason: nil)
+        }
+    }
+
+    private func receivedClose(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        switch phase {
+        case .opening, .live:
+            phase = .closing
+            cancelTimers()
+            // Echo the status code (RFC 6455 §5.5.1), then close the connection.
+            var received = frame.unmaskedData
+            var reply = context.channel.allocator.buffer(capacity: 2)
+            if let code = received.readWebSocketErrorCode() { reply.write(webSocketErrorCode: code) }
+            context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
+                .assumeIsolated()
+                .whenComplete { _ in context.close(promise: nil) }
+        case .closing:
+            // The client answered our close frame: the handshake is complete.
+            context.close(promise: nil)
+        case .closed:
+            break
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            startClose(.goingAway, reason: "server shutting down")
+        case let event as ChannelEvent where event == .inputClosed:
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's protocol error handler answers decoder errors (1009 for a
+        // frame over the limit) and closes once its close frame is written.
+        if error is NIOWebSocketError { return }
+        context.close(promise: nil)
+    }
+}
