@@ -77,8 +77,9 @@ enum GatewayBenchmark {
         progress(String(format: "%d/%d WebSockets in %.2f s (%.0f/s); gateway RSS %d KiB, %.1f KiB per idle connection",
                         open, users, connectSeconds, Double(open) / connectSeconds, withConnections, perConnection))
 
-        // Fan-out: publish at a fixed rate, one event per user in turn.
-        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [url]))
+        // Fan-out: publish at a fixed rate, one event per user in turn, each
+        // sent at once (as in the worker benchmark's latency phase).
+        let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [url], sendImmediately: true))
         let publisher = try JetStreamAsyncPublisher(connection: connection)
         let total = options.latencyRate * options.latencySeconds
         let origin = clock.now
