@@ -11,6 +11,12 @@ public import Notifications
 public import ServiceLifecycle
 import Synchronization
 
+/// Open WebSockets and SSE streams.
+final class OpenConnections: Sendable {
+    let webSockets = Atomic<Int>(0)
+    let eventStreams = Atomic<Int>(0)
+}
+
 /// The gateway: HTTP feed API, WebSocket and Server-Sent Events on one port.
 ///
 /// Authenticates clients with HS256 JWTs, pushes each user their own
@@ -27,16 +33,12 @@ public final class Gateway: Sendable {
     let metrics = GatewayMetrics()
     let logger: Logger
     let metricsText: (@Sendable () -> [UInt8])?
-    let startedAt = ContinuousClock.now
-    let webSockets = Atomic<Int>(0)
-    let eventStreams = Atomic<Int>(0)
+    let open = OpenConnections()
     let expiry = ExpiryService()
     /// For the development page's "publish a test event" button.
     let devPublisher: JetStream?
-    /// Reads the worker's consumer state for `/health` and `/metrics`.
-    let consumerReader: JetStream?
-    /// NATS reconnects already counted in the metrics.
-    let reconnectsCounted = Atomic<Int>(0)
+    /// `/health` and `/metrics`.
+    private let operations: OperationsEndpoints
 
     /// - Parameter metricsText: the Prometheus exposition served at `/metrics`.
     public init(
@@ -58,7 +60,11 @@ public final class Gateway: Sendable {
             connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
             maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
-        self.consumerReader = configuration.consumer == nil ? nil : try JetStream(connection: connection)
+        let open = self.open
+        self.operations = try OperationsEndpoints(
+            connection: connection, repository: repository, consumer: configuration.consumer, metrics: metrics,
+            metricsText: metricsText, version: configuration.version,
+            openConnections: { (open.webSockets.load(ordering: .relaxed), open.eventStreams.load(ordering: .relaxed)) })
     }
 
     /// The services to run, in this order: token expiry, the HTTP server,
@@ -82,13 +88,7 @@ public final class Gateway: Sendable {
     private func addRoutes(to router: Router<GatewayContext>) {
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: CORSMiddleware(configuration: configuration))
-        router.get("/health") { [self] _, _ in try await health() }
-        router.get("/metrics") { [self] _, _ -> Response in
-            guard let metricsText else { throw APIError(.notFound, code: "not_found", message: "metrics are not enabled") }
-            await refreshGauges()
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: metricsText())))
-        }
+        operations.add(to: router)
         // Reached by plain GETs and by refused upgrades (see `GatewayChannel`).
         router.get("/ws") { [self] request, _ -> Response in
             if let refusal = upgradeRefusal(authorization: request.headers[.authorization], query: request.uri.query, origin: request.headers[.origin]) {
@@ -117,71 +117,6 @@ public final class Gateway: Sendable {
 
     private func user(_ context: GatewayContext) throws -> String {
         try token(context).user
-    }
-
-    /// `GET /health`: 200 when NATS is connected and the store accepts a
-    /// write, 503 otherwise; with the consumer's backlog, the outbox depth,
-    /// connections, version and uptime.
-    private func health() async throws -> Response {
-        let nats = connection.status
-        var storeOK = true
-        do { try await repository.probeWrite() } catch { storeOK = false }
-        let outbox = try? await repository.outboxDepth()
-        let consumer = nats == .connected ? await consumerState() : nil
-        let healthy = nats == .connected && storeOK
-        var json = JSONWriterBridge()
-        json.raw("{\"status\":")
-        json.string(healthy ? "ok" : "unavailable")
-        json.raw(",\"nats\":")
-        json.string(nats.description)
-        json.raw(",\"nats_reconnects\":")
-        json.integer(Int64(connection.reconnectCount))
-        json.raw(",\"store\":")
-        json.string(storeOK ? "ok" : "unavailable")
-        json.raw(",\"outbox_batches\":")
-        if let outbox { json.integer(Int64(outbox)) } else { json.raw("null") }
-        json.raw(",\"consumer\":")
-        if let consumer {
-            json.raw("{\"stream\":")
-            json.string(consumer.stream)
-            json.raw(",\"name\":")
-            json.string(consumer.name)
-            json.raw(",\"pending\":")
-            json.integer(Int64(clamping: consumer.numPending))
-            json.raw(",\"ack_pending\":")
-            json.integer(consumer.numAckPending)
-            json.raw("}")
-        } else {
-            json.raw("null")
-        }
-        json.raw(",\"websockets\":")
-        json.integer(Int64(webSockets.load(ordering: .relaxed)))
-        json.raw(",\"event_streams\":")
-        json.integer(Int64(eventStreams.load(ordering: .relaxed)))
-        json.raw(",\"version\":")
-        json.string(configuration.version)
-        json.raw(",\"uptime_seconds\":")
-        json.integer((ContinuousClock.now - startedAt).components.seconds)
-        json.raw("}")
-        return jsonResponse(json.bytes, status: healthy ? .ok : .serviceUnavailable)
-    }
-
-    /// The worker's consumer, when configured and readable.
-    private func consumerState() async -> ConsumerInfo? {
-        guard let consumerReader, let name = configuration.consumer else { return nil }
-        return try? await consumerReader.consumerInfo(stream: name.stream, name: name.name)
-    }
-
-    /// Gauges that are read, not counted: refreshed on each scrape.
-    private func refreshGauges() async {
-        let connected = connection.status == .connected
-        let reconnects = connection.reconnectCount
-        let counted = reconnectsCounted.exchange(reconnects, ordering: .relaxed)
-        let outbox = try? await repository.outboxDepth()
-        let consumer = connected ? await consumerState() : nil
-        metrics.observe(
-            natsConnected: connected, newReconnects: max(0, reconnects - counted), outboxBatches: outbox,
-            consumer: consumer.map { (Int64(clamping: $0.numPending), $0.numAckPending) })
     }
 
     /// `GET /v1/notifications?limit=&before=`
@@ -297,14 +232,14 @@ public final class Gateway: Sendable {
     /// A WebSocket's feed went live (on its event loop).
     func webSocketOpened(_ feed: LiveFeed<WebSocketOutbox>, expiresAt: Int64) {
         expiry.add(feed.sink, expiresAt: expiresAt)
-        metrics.webSockets(webSockets.add(1, ordering: .relaxed).newValue)
+        metrics.webSockets(open.webSockets.add(1, ordering: .relaxed).newValue)
     }
 
     /// A live WebSocket's channel closed (on its event loop).
     func webSocketEnded(_ feed: LiveFeed<WebSocketOutbox>, expiresAt: Int64) {
         expiry.remove(feed.sink, expiresAt: expiresAt)
         feed.close(hub: hub)
-        metrics.webSockets(webSockets.subtract(1, ordering: .relaxed).newValue)
+        metrics.webSockets(open.webSockets.subtract(1, ordering: .relaxed).newValue)
     }
 
     // MARK: Server-Sent Events
@@ -330,7 +265,7 @@ public final class Gateway: Sendable {
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"],
             body: ResponseBody { [self] writer in
                 var feed = opened
-                metrics.eventStreams(eventStreams.add(1, ordering: .relaxed).newValue)
+                metrics.eventStreams(open.eventStreams.add(1, ordering: .relaxed).newValue)
                 let heartbeats = Task {
                     // Heartbeats keep proxies from closing the stream and
                     // reveal dead clients.
@@ -368,7 +303,7 @@ public final class Gateway: Sendable {
                 heartbeats.cancel()
                 expiry.remove(queue, expiresAt: token.expiresAt)
                 feed.close(hub: hub)
-                metrics.eventStreams(eventStreams.subtract(1, ordering: .relaxed).newValue)
+                metrics.eventStreams(open.eventStreams.subtract(1, ordering: .relaxed).newValue)
                 try await writer.finish(nil)
             })
     }
@@ -387,7 +322,7 @@ public final class Gateway: Sendable {
 
     /// Live connections, for the drain at shutdown.
     var openConnections: Int {
-        webSockets.load(ordering: .relaxed) + eventStreams.load(ordering: .relaxed)
+        open.webSockets.load(ordering: .relaxed) + open.eventStreams.load(ordering: .relaxed)
     }
 }
 

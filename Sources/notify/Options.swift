@@ -84,3 +84,9 @@ struct WorkerOptions: ParsableArguments {
     @Option(name: .customLong("batch-size"), help: "Most events per store transaction. [env: WORKER_BATCH_SIZE, default: 1024]")
     var batchSize: Int?
 }
+
+/// Flags of a worker's own operations port.
+struct OperationsOptions: ParsableArguments {
+    @Option(name: .customLong("metrics-port"), help: "Serve /health and /metrics on this port (0 picks one); off when unset. `serve` and `gateway` serve them on PORT. [env: METRICS_PORT]")
+    var metricsPort: Int?
+}

@@ -81,6 +81,19 @@ struct Runtime {
         }
     }
 
+    /// A worker's own `/health` and `/metrics` port, when one is set.
+    func operations(_ settings: OperationsSettings, consumer: ConsumerName?) throws -> [any Service] {
+        guard let port = settings.port else { return [] }
+        let registry = metrics
+        let server = try OperationsServer(
+            host: settings.host, port: port, connection: connection, repository: repository, consumer: consumer,
+            version: notifyVersion, logger: logger, metricsText: { registry.emitToBuffer() })
+        let logger = self.logger
+        return server.services { port in
+            logger.info("health and metrics listening", metadata: ["port": .stringConvertible(port)])
+        }
+    }
+
     /// Closes the store, then NATS.
     func close() async {
         await database.close()

@@ -293,6 +293,20 @@ struct GatewaySettings {
     }
 }
 
+/// Settings of a worker's own `/health` and `/metrics` port.
+struct OperationsSettings {
+    var host: String
+    /// `nil`: no operations port.
+    var port: Int?
+
+    init(_ reader: SettingsReader, flags: OperationsOptions) throws {
+        host = reader.string("HOST", default: "0.0.0.0")
+        if flags.metricsPort != nil || reader.raw("METRICS_PORT", flag: nil) != nil {
+            port = try reader.integer("METRICS_PORT", flag: flags.metricsPort, default: 0, range: 0...65_535)
+        }
+    }
+}
+
 /// Reported by `/health`.
 let notifyVersion = "0.1.0"
 

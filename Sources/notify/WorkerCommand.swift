@@ -14,15 +14,17 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var options: WorkerOptions
+    @OptionGroup var operations: OperationsOptions
 
     func run() async throws {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let (storeSettings, workerSettings) = settingsOrExit {
-            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: options))
+        let (storeSettings, workerSettings, operationsSettings) = settingsOrExit {
+            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: options),
+             try OperationsSettings(reader, flags: operations))
         }
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
-            try await runtime.worker(workerSettings)
+            try await runtime.worker(workerSettings) + (try runtime.operations(operationsSettings, consumer: workerSettings.consumerName))
         }
     }
 }

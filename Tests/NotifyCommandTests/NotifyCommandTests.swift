@@ -206,6 +206,36 @@ struct NotifyCommandTests {
         }
     }
 
+    /// A worker alone serves /health and /metrics on METRICS_PORT.
+    @Test func aWorkerServesHealthAndMetricsOnMetricsPort() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let environment = Self.environment(server, data: directory, ["METRICS_PORT": "0", "HOST": "127.0.0.1"])
+                let worker = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: environment, outputPath: directory.file("worker.log"))
+                try await worker.waitForOutput(containing: "health and metrics listening")
+                try await worker.waitForOutput(containing: "worker running")
+                let portText = worker.output.split(separator: "\n").first { $0.contains("health and metrics listening") }?.split(separator: "=").last ?? ""
+                let port = try #require(Int(portText.prefix { $0.isNumber }))
+                #expect(try await Self.run(["publish", "notifications.post.like", Self.like], environment: environment, in: directory).status == 0)
+
+                let health = try await httpRequest(port: port, "GET", "/health")
+                #expect(health.status == 200)
+                #expect(health.body.contains(#""consumer":{"stream":"NOTIFICATIONS","name":"notification-worker""#))
+                #expect(!health.body.contains("websockets"))
+                var samples: [String: Double] = [:]
+                #expect(await eventually {
+                    guard let text = try? await httpRequest(port: port, "GET", "/metrics").body else { return false }
+                    samples = Self.prometheusSamples(text)
+                    return samples[#"notify_events_total{result="stored"}"#] == 1
+                })
+                #expect(samples["notify_nats_connected"] == 1)
+                #expect(try await httpRequest(port: port, "GET", "/v1/notifications").status == 404)
+                worker.signal(SIGTERM)
+                #expect(try await worker.wait(timeout: .seconds(10)) == 0)
+            }
+        }
+    }
+
     /// `name{label="value",…} number` lines, labels sorted by name.
     static func prometheusSamples(_ text: String) -> [String: Double] {
         var samples: [String: Double] = [:]
