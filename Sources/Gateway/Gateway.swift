@@ -32,7 +32,6 @@ public final class Gateway: Sendable {
     let verifier: TokenVerifier
     let metrics = GatewayMetrics()
     let logger: Logger
-    let metricsText: (@Sendable () -> [UInt8])?
     let open = OpenConnections()
     let expiry = ExpiryService()
     /// For the development page's "publish a test event" button.
@@ -54,7 +53,6 @@ public final class Gateway: Sendable {
         self.connection = connection
         self.repository = repository
         self.logger = logger
-        self.metricsText = metricsText
         self.verifier = TokenVerifier(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
         self.hub = UserHub(
             connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
