@@ -6,7 +6,7 @@ PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
 
-.PHONY: deps build release run test browser-test bench leak-check verify-image clean
+.PHONY: deps build release run test browser-test bench leak-check fuzz verify-image clean
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
@@ -46,6 +46,12 @@ bench: deps
 ## 100,000 events through the worker under LeakSanitizer.
 leak-check: deps
 	scripts/leak-check.sh
+
+## The event validator and the JWT verifier under libFuzzer and
+## AddressSanitizer: FUZZ_RUNS inputs each (default 1,000,000);
+## FUZZ_MERGE=1 adds what they find to Tests/Fuzz/corpus.
+fuzz: deps
+	scripts/fuzz.sh
 
 ## The Dockerfile's runtime stage, checked without Docker: debootstrap a
 ## bookworm root, install what the Dockerfile names, run notify serve in a

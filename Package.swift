@@ -28,6 +28,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
     ],
     targets: [
+        // Fuzzing harnesses (`make fuzz`); built normally they replay a corpus.
+        .target(name: "CFuzzer", path: "Fuzz/CFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzer"], path: "Fuzz/FuzzSupport", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "EventFuzzer", dependencies: ["FuzzSupport", "Notifications"],
+            path: "Fuzz/EventFuzzer", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "TokenFuzzer", dependencies: ["FuzzSupport", "Gateway", "Notifications"],
+            path: "Fuzz/TokenFuzzer", swiftSettings: swiftSettings),
+
         // C libraries, each wrapped by exactly one Swift target.
         .systemLibrary(name: "CNATS", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),

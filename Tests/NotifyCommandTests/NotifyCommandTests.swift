@@ -48,6 +48,24 @@ struct NotifyCommandTests {
 
     static let like = #"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","resource_id":"p1","created_at":1765318000}"#
 
+    // MARK: Fuzzing corpus
+
+    /// Every input the fuzzers kept (Tests/Fuzz/corpus) replays through the
+    /// same checks without libFuzzer: a regression test for what fuzzing found.
+    @Test(arguments: [("EventFuzzer", "events"), ("TokenFuzzer", "tokens")])
+    func theFuzzingCorpusReplaysCleanly(fuzzer: String, corpus: String) async throws {
+        try await withTemporaryDirectory { directory in
+            let executable = URL(fileURLWithPath: Self.executable).deletingLastPathComponent().appendingPathComponent(fuzzer).path
+            let corpusPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Fuzz/corpus/\(corpus)").path
+            let files = try FileManager.default.contentsOfDirectory(atPath: corpusPath)
+            #expect(files.count >= 10)
+            let process = try ChildProcess.spawn(executable, arguments: [corpusPath], outputPath: directory.file("replay.log"))
+            #expect(try await process.wait(timeout: .seconds(60)) == 0)
+            #expect(process.output.contains("replayed \(files.count) inputs"))
+        }
+    }
+
     // MARK: Doctor
 
     @Test func doctorPassesAWorkingSetup() async throws {
