@@ -7,6 +7,7 @@ struct GatewayMetrics: Sendable {
     let sseConnections = Gauge(label: "notify_sse_connections")
     let framesDelivered = Counter(label: "notify_frames_delivered_total")
     let slowClients = Counter(label: "notify_slow_clients_closed_total")
+    let repeatsDropped = Counter(label: "notify_repeated_messages_dropped_total")
     private let authFailures: [TokenFailure: Counter]
     // Refreshed when /metrics is scraped.
     let natsConnected = Gauge(label: "notify_nats_connected")
@@ -27,6 +28,7 @@ struct GatewayMetrics: Sendable {
     func eventStreams(_ open: Int) { sseConnections.record(open) }
     func authFailed(_ failure: TokenFailure) { authFailures[failure]?.increment() }
     func slowClient() { slowClients.increment() }
+    func repeatDropped() { repeatsDropped.increment() }
     func delivered(_ count: Int) { framesDelivered.increment(by: count) }
 
     /// Values read on each scrape of `/metrics`.

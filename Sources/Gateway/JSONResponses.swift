@@ -66,7 +66,22 @@ func jsonResponse(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Respon
 /// The notification id of a `notification.created` frame (as the worker
 /// writes them), or `nil` for any other frame.
 func createdNotificationID(_ frame: [UInt8]) -> String? {
-    let prefix = Array(#"{"type":"notification.created","notification":{"id":""#.utf8)
+    notificationID(frame, after: createdPrefix)
+}
+
+/// What identifies a created or deleted message, which never legitimately
+/// repeats: `c` or `d` and the notification id. `nil` for other messages.
+func repeatKey(_ frame: [UInt8]) -> String? {
+    if let id = notificationID(frame, after: createdPrefix) { return "c" + id }
+    if let id = notificationID(frame, after: deletedPrefix) { return "d" + id }
+    return nil
+}
+
+private let createdPrefix = Array(#"{"type":"notification.created","notification":{"id":""#.utf8)
+private let deletedPrefix = Array(#"{"type":"notification.deleted","id":""#.utf8)
+
+/// The 26-character id right after `prefix`, as the worker writes it.
+private func notificationID(_ frame: [UInt8], after prefix: [UInt8]) -> String? {
     guard frame.count >= prefix.count + 26, frame.starts(with: prefix) else { return nil }
     return String(decoding: frame[prefix.count..<prefix.count + 26], as: UTF8.self)
 }

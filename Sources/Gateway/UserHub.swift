@@ -148,6 +148,11 @@ final class UserHub: Sendable {
     private struct Entry {
         var subscription: NATSHandlerSubscription
         var clients: [ObjectIdentifier: any LiveSink]
+        /// Created and deleted messages delivered lately. Per-user messages
+        /// are at-least-once (a worker that crashed after publishing
+        /// publishes its outbox again); a repeat is dropped here so that
+        /// clients see each change once.
+        var recent = RecentKeys()
     }
 
     private let entries = Mutex<[String: Entry]>([:])
@@ -197,9 +202,17 @@ final class UserHub: Sendable {
         finished?.unsubscribe()
     }
 
-    /// Called on nats.c's thread: hand the frame to every connection of the user.
+    /// Called on nats.c's thread: hand the frame to every connection of the
+    /// user, unless it repeats one delivered lately.
     private func deliver(_ frame: [UInt8], to user: String) {
-        let sinks = entries.withLock { $0[user].map { Array($0.clients.values) } ?? [] }
+        let key = repeatKey(frame)
+        let (sinks, repeated) = entries.withLock { entries -> ([any LiveSink], Bool) in
+            guard let clients = entries[user]?.clients else { return ([], false) }
+            // In place: the ring is not copied.
+            if let key, entries[user]?.recent.insert(key) == false { return ([], true) }
+            return (Array(clients.values), false)
+        }
+        if repeated { metrics.repeatDropped() }
         for sink in sinks where sink.push(frame) == .becameSlow {
             metrics.slowClient()
         }
@@ -220,5 +233,30 @@ final class UserHub: Sendable {
             entry.subscription.unsubscribe()
             for sink in entry.clients.values { sink.close(.shutdown) }
         }
+    }
+}
+
+/// The last `capacity` keys seen, in a ring, kept as hashes (a collision
+/// among 64 64-bit hashes is not a practical concern); storage is
+/// allocated on the first insert, so an idle user costs nothing.
+struct RecentKeys {
+    static let capacity = 64
+    private var ring: [Int] = []
+    private var next = 0
+    private var members: Set<Int> = []
+
+    /// Adds `key`; `false` when it is among the last `capacity` added.
+    mutating func insert(_ key: String) -> Bool {
+        let hash = key.hashValue
+        guard !members.contains(hash) else { return false }
+        if ring.count < Self.capacity {
+            ring.append(hash)
+        } else {
+            members.remove(ring[next])
+            ring[next] = hash
+            next = (next + 1) % Self.capacity
+        }
+        members.insert(hash)
+        return true
     }
 }
