@@ -120,7 +120,7 @@ struct RequestMetricsMiddleware: RouterMiddleware {
         let elapsed = ContinuousClock.now - start
         context.logger.log(level: status >= 500 ? .warning : .debug, "request", metadata: [
             "method": .string(request.method.rawValue), "path": .string(path), "status": .stringConvertible(status),
-            "ms": .stringConvertible(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1_000 + Double(elapsed.components.seconds) * 1_000),
+            "ms": .stringConvertible((elapsed / .microseconds(1)).rounded() / 1_000),
         ])
     }
 }

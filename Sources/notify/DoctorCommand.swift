@@ -38,7 +38,7 @@ struct DoctorCommand: AsyncParsableCommand {
             workerSettings = report.check("settings: worker") { try WorkerSettings(reader, common: common, flags: workerOptions) }
         }
         if role.runsGateway, let common {
-            _ = report.check("settings: gateway (JWT_SECRET, ALLOWED_ORIGINS, PORT)") { try GatewaySettings(reader, common: common, flags: gatewayOptions) }
+            _ = report.check("settings: gateway (JWT_SECRET, ALLOWED_ORIGINS, PORT)") { try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: nil) }
         }
         if let storeSettings {
             report.checkDataDirectory(storeSettings)

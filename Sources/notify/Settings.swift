@@ -258,9 +258,8 @@ extension WorkerSettings {
 struct GatewaySettings {
     var gateway: GatewayConfiguration
 
-    /// - Parameter consumer: the worker's consumer, for `/health` and
-    ///   `/metrics`; by default the one the environment names.
-    init(_ reader: SettingsReader, common: CommonSettings, flags: GatewayOptions, consumer: ConsumerName?? = nil) throws {
+    /// - Parameter consumer: the worker's consumer, for `/health` and `/metrics`.
+    init(_ reader: SettingsReader, common: CommonSettings, flags: GatewayOptions, consumer: ConsumerName?) throws {
         guard let secret = reader.raw("JWT_SECRET", flag: nil) else {
             throw SettingsError(message: "JWT_SECRET is required for the gateway: the HS256 secret your main API signs tokens with (at least \(TokenVerifier.minimumSecretBytes) bytes)")
         }
@@ -289,7 +288,7 @@ struct GatewaySettings {
             jwtIssuer: reader.raw("JWT_ISSUER", flag: flags.jwtIssuer), jwtAudience: reader.raw("JWT_AUDIENCE", flag: flags.jwtAudience),
             allowedOrigins: origins, userSubjectPrefix: common.userSubjectPrefix, maxConnectionsPerUser: maxConnections,
             production: common.production, version: notifyVersion,
-            consumer: consumer ?? Self.environmentConsumer(reader, common: common))
+            consumer: consumer)
     }
 }
 

@@ -45,7 +45,8 @@ struct GatewayCommand: AsyncParsableCommand {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
         let (storeSettings, gatewaySettings) = settingsOrExit {
-            (try StoreSettings(reader, flags: store), try GatewaySettings(reader, common: common, flags: options))
+            (try StoreSettings(reader, flags: store),
+             try GatewaySettings(reader, common: common, flags: options, consumer: GatewaySettings.environmentConsumer(reader, common: common)))
         }
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
             try runtime.gateway(gatewaySettings)
@@ -71,7 +72,7 @@ struct ServeCommand: AsyncParsableCommand {
         let (storeSettings, workerSettings, gatewaySettings) = settingsOrExit {
             let worker = try WorkerSettings(reader, common: common, flags: workerOptions)
             return (try StoreSettings(reader, flags: store), worker,
-                    try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: .some(worker.consumerName)))
+                    try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: worker.consumerName))
         }
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
             // Stopped in reverse: gateway first (clients closed with 1001),
