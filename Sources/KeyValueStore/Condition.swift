@@ -13,24 +13,32 @@ public indirect enum Condition: Sendable, Hashable {
     case equals(String, AttributeValue)
     /// Every condition holds.
     case and([Condition])
+    /// The item is stored but its time to live has passed. A sweep makes
+    /// its delete conditional on this, so an expired item is removed once
+    /// and an item written over it since is kept; every other condition
+    /// sees an expired item as absent.
+    case expired
 
-    /// Whether the condition holds for `item` (`nil` when the item is absent
-    /// or expired).
-    public func isSatisfied(by item: Item?) -> Bool {
+    /// Whether the condition holds for `item`, the item as stored (`nil`
+    /// when absent); `expired` says whether its time to live has passed.
+    public func isSatisfied(by item: Item?, expired: Bool = false) -> Bool {
+        let live = expired ? nil : item
         switch self {
         case .itemExists:
-            return item != nil
+            return live != nil
         case .itemNotExists:
-            return item == nil
+            return live == nil
         case .attributeExists(let name):
-            return item?.attributes[name] != nil
+            return live?.attributes[name] != nil
         case .attributeNotExists(let name):
-            return item?.attributes[name] == nil
+            return live?.attributes[name] == nil
         case .equals(let name, let value):
-            guard let current = item?.attributes[name] else { return false }
+            guard let current = live?.attributes[name] else { return false }
             return current == value
         case .and(let conditions):
-            return conditions.allSatisfy { $0.isSatisfied(by: item) }
+            return conditions.allSatisfy { $0.isSatisfied(by: item, expired: expired) }
+        case .expired:
+            return item != nil && expired
         }
     }
 
@@ -39,15 +47,6 @@ public indirect enum Condition: Sendable, Hashable {
     public static func matches(_ item: Item) -> Condition {
         let checks = item.attributes.sorted { $0.key < $1.key }.map { Condition.equals($0.key, $0.value) }
         return .and([.itemExists] + checks)
-    }
-
-    /// Whether evaluating needs the item's attributes, or only its existence.
-    public var needsAttributes: Bool {
-        switch self {
-        case .itemExists, .itemNotExists: return false
-        case .attributeExists, .attributeNotExists, .equals: return true
-        case .and(let conditions): return conditions.contains { $0.needsAttributes }
-        }
     }
 }
 

@@ -21,9 +21,12 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     private func live(_ item: Item?, now: Int64) -> Item? {
-        guard let item else { return nil }
-        if let timeToLive, timeToLive.isExpired(item.attributes, now: now) { return nil }
-        return item
+        isExpired(item, now: now) ? nil : item
+    }
+
+    private func isExpired(_ item: Item?, now: Int64) -> Bool {
+        guard let item, let timeToLive else { return false }
+        return timeToLive.isExpired(item.attributes, now: now)
     }
 
     private func validate(_ key: ItemKey) throws(KeyValueStoreError) {
@@ -54,8 +57,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         try validate(item.key)
         let now = clock.now()
         return try state.withLock { (state) throws(KeyValueStoreError) -> Item? in
-            let old = live(state.partitions[item.key.partition]?[item.key], now: now)
-            if let condition, !condition.isSatisfied(by: old) { throw .conditionFailed(item.key) }
+            let stored = state.partitions[item.key.partition]?[item.key]
+            let expired = isExpired(stored, now: now)
+            if let condition, !condition.isSatisfied(by: stored, expired: expired) { throw .conditionFailed(item.key) }
+            let old = expired ? nil : stored
             state.partitions[item.key.partition, default: [:]][item.key] = item
             return old
         }
@@ -66,8 +71,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         try validate(key)
         let now = clock.now()
         return try state.withLock { (state) throws(KeyValueStoreError) -> Item? in
-            let old = live(state.partitions[key.partition]?[key], now: now)
-            if let condition, !condition.isSatisfied(by: old) { throw .conditionFailed(key) }
+            let stored = state.partitions[key.partition]?[key]
+            let expired = isExpired(stored, now: now)
+            if let condition, !condition.isSatisfied(by: stored, expired: expired) { throw .conditionFailed(key) }
+            let old = expired ? nil : stored
             state.partitions[key.partition]?[key] = nil
             return old
         }
@@ -78,8 +85,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         try validate(key)
         let now = clock.now()
         return try state.withLock { (state) throws(KeyValueStoreError) -> Item in
-            let old = live(state.partitions[key.partition]?[key], now: now)
-            if let condition, !condition.isSatisfied(by: old) { throw .conditionFailed(key) }
+            let stored = state.partitions[key.partition]?[key]
+            let expired = isExpired(stored, now: now)
+            if let condition, !condition.isSatisfied(by: stored, expired: expired) { throw .conditionFailed(key) }
+            let old = expired ? nil : stored
             let new = try update.applied(to: old, key: key)
             state.partitions[key.partition, default: [:]][key] = new
             return new
@@ -117,9 +126,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
             var current: [Item?] = []
             current.reserveCapacity(actions.count)
             for action in actions {
-                let old = live(state.partitions[action.key.partition]?[action.key], now: now)
-                current.append(old)
-                let holds = action.condition?.isSatisfied(by: old) ?? true
+                let stored = state.partitions[action.key.partition]?[action.key]
+                let expired = isExpired(stored, now: now)
+                current.append(expired ? nil : stored)
+                let holds = action.condition?.isSatisfied(by: stored, expired: expired) ?? true
                 reasons.append(holds ? .none : .conditionalCheckFailed)
             }
             if reasons.contains(.conditionalCheckFailed) {
@@ -158,19 +168,15 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    public func sweepExpiredItems(limit: Int) async throws(KeyValueStoreError) -> Int {
-        guard let timeToLive, limit > 0 else { return 0 }
+    public func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item] {
+        guard timeToLive != nil, limit > 0 else { return [] }
         let now = clock.now()
-        return state.withLock { state in
-            var removed = 0
-            for (partition, items) in state.partitions {
-                for (key, item) in items where timeToLive.isExpired(item.attributes, now: now) {
-                    guard removed < limit else { return removed }
-                    state.partitions[partition]?[key] = nil
-                    removed += 1
-                }
-            }
-            return removed
+        let expired = state.withLock { state in
+            state.partitions.values.flatMap { $0.values.filter { isExpired($0, now: now) } }
         }
+        let soonest = expired.sorted {
+            (timeToLive?.expiry(of: $0.attributes) ?? 0, $0.key) < (timeToLive?.expiry(of: $1.attributes) ?? 0, $1.key)
+        }
+        return Array(soonest.prefix(limit))
     }
 }

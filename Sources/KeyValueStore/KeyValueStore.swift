@@ -48,8 +48,11 @@ public protocol KeyValueStore: Sendable {
     /// Puts and deletes without conditions (`BatchWriteItem`).
     func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError)
 
-    /// Deletes up to `limit` expired items; returns how many it deleted.
-    func sweepExpiredItems(limit: Int) async throws(KeyValueStoreError) -> Int
+    /// Up to `limit` items whose time to live has passed but that are still
+    /// stored (reads no longer see them), the longest expired first. What
+    /// removes them, deleting each under ``Condition/expired``, can change
+    /// what depends on them in the same transaction.
+    func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item]
 }
 
 extension KeyValueStore {

@@ -2,16 +2,17 @@ public import KeyValueStore
 public import Logging
 public import ServiceLifecycle
 
-/// Deletes expired items (idempotency markers, and anything else with a
-/// TTL) in the background, a bounded number at a time.
+/// Deletes expired notifications, their action-key items and idempotency
+/// markers in the background, a bounded number at a time, keeping the
+/// unread counters right (``NotificationRepository/removeExpired(limit:)``).
 public struct ExpirySweeper: Service, CustomStringConvertible {
-    let store: any KeyValueStore
+    let repository: NotificationRepository
     let interval: Duration
     let batchLimit: Int
     let logger: Logger
 
-    public init(store: any KeyValueStore, interval: Duration = .seconds(60), batchLimit: Int = 1_000, logger: Logger) {
-        self.store = store
+    public init(repository: NotificationRepository, interval: Duration = .seconds(60), batchLimit: Int = 1_000, logger: Logger) {
+        self.repository = repository
         self.interval = interval
         self.batchLimit = batchLimit
         self.logger = logger
@@ -24,7 +25,7 @@ public struct ExpirySweeper: Service, CustomStringConvertible {
     public func sweep() async throws(KeyValueStoreError) -> Int {
         var total = 0
         while !Task.isShuttingDownGracefully {
-            let deleted = try await store.sweepExpiredItems(limit: batchLimit)
+            let deleted = try await repository.removeExpired(limit: batchLimit)
             total += deleted
             if deleted < batchLimit { break }
         }

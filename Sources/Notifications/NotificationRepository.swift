@@ -117,6 +117,10 @@ public struct FeedPage: Sendable {
 /// action-key and idempotency items, the counters and the outbox are
 /// written together, each under a condition on what was read, so the
 /// counter never drifts and concurrent workers cannot both create.
+///
+/// Notifications and their action-key items expire together after
+/// ``retention`` through the store's time to live; ``removeExpired(limit:)``
+/// deletes them and corrects the unread counters in one transaction.
 public struct NotificationRepository: Sendable {
     public let store: any KeyValueStore
     public let ids: NotificationIDGenerator
@@ -124,24 +128,31 @@ public struct NotificationRepository: Sendable {
     public let userSubjectPrefix: String
     /// How long a repeated `event_id` (or delivery) has no effect.
     public let idempotencyRetention: Duration
+    /// How long a notification is kept (`NOTIF_TTL_DAYS`); `nil` keeps it
+    /// until it is retracted.
+    public let retention: Duration?
     private let clock: @Sendable () -> Int64
 
     /// How often a batch is re-planned when a concurrent writer changed
     /// what it read.
     static let maxPlanAttempts = 8
     static let outboxPartition = "OUTBOX"
+    /// The store's time-to-live attribute (``TimeToLive``'s default).
+    static let expiryAttribute = TimeToLive().attributeName
 
     /// - Parameter clockMilliseconds: the current Unix time in milliseconds.
     public init(
         store: any KeyValueStore,
         userSubjectPrefix: String = "users",
         idempotencyRetention: Duration = .seconds(8 * 86_400),
+        retention: Duration? = .seconds(90 * 86_400),
         ids: NotificationIDGenerator = NotificationIDGenerator(),
         clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
     ) {
         self.store = store
         self.userSubjectPrefix = userSubjectPrefix
         self.idempotencyRetention = idempotencyRetention
+        self.retention = retention
         self.ids = ids
         self.clock = clockMilliseconds
     }
@@ -150,7 +161,8 @@ public struct NotificationRepository: Sendable {
     static func notificationKey(_ owner: String, _ id: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "N#" + id) }
     static func actionKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "A#" + key) }
     static func idempotencyKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "I#" + key) }
-    static func counterKey(_ owner: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "C") }
+    static func counterKey(_ owner: String) -> ItemKey { counterKey(partition: partition(owner)) }
+    static func counterKey(partition: String) -> ItemKey { ItemKey(partition: partition, sort: "C") }
 
     // MARK: Applying events
 
@@ -201,8 +213,9 @@ public struct NotificationRepository: Sendable {
         var messages: [OutboundMessage] = []
         var references: [OutboxReference] = []
         let markerExpiry: [String: AttributeValue] = [
-            "expires_at": .integer(now / 1000 + idempotencyRetention.components.seconds),
+            Self.expiryAttribute: .integer(now / 1000 + idempotencyRetention.components.seconds),
         ]
+        let notificationExpiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds) }
         for incoming in events {
             let event = incoming.event
             if event.isSelfNotification {
@@ -223,8 +236,14 @@ public struct NotificationRepository: Sendable {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     let record = NotificationRecord(event: event, id: id, receivedAt: now)
                     let key = Self.notificationKey(event.owner, id)
-                    plan.set(key, Item(key: key, attributes: record.attributes), fresh: true)
-                    plan.set(pointer, Item(key: pointer, attributes: ["id": .string(id)]))
+                    var attributes = record.attributes
+                    var pointerAttributes: [String: AttributeValue] = ["id": .string(id)]
+                    if let notificationExpiry {
+                        attributes[Self.expiryAttribute] = notificationExpiry
+                        pointerAttributes[Self.expiryAttribute] = notificationExpiry
+                    }
+                    plan.set(key, Item(key: key, attributes: attributes), fresh: true)
+                    plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                     plan.addUnread(event.owner, 1)
                     messages.append(.created(record, prefix: userSubjectPrefix))
                     references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
@@ -250,7 +269,7 @@ public struct NotificationRepository: Sendable {
             }
         }
 
-        var actions = plan.actions(counterKey: Self.counterKey)
+        var actions = plan.actions(counterKey: Self.counterKey(_:))
         for id in publishedOutboxes {
             actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
         }
@@ -265,6 +284,41 @@ public struct NotificationRepository: Sendable {
         }
         return BatchResult(outcomes: outcomes, outbox: outbox)
     }
+
+    // MARK: Retention
+
+    /// Deletes up to `limit` expired items (notifications, their action-key
+    /// items, idempotency markers), each under ``Condition/expired``, and
+    /// lowers the unread counters by the unread notifications among them,
+    /// in one transaction per chunk. Returns how many it deleted.
+    public func removeExpired(limit: Int = 1_000) async throws(KeyValueStoreError) -> Int {
+        var removed = 0
+        var attempt = 1
+        while removed < limit {
+            let items = try await store.expiredItems(limit: min(Self.expiryChunk, limit - removed))
+            if items.isEmpty { break }
+            var actions = items.map { WriteAction.delete($0.key, condition: .expired) }
+            var unread: [String: Int64] = [:]
+            for item in items where item.key.sort.hasPrefix("N#") && item["read"]?.boolValue == false {
+                unread[item.key.partition, default: 0] -= 1
+            }
+            for (partition, delta) in unread.sorted(by: { $0.key < $1.key }) {
+                actions.append(.update(Self.counterKey(partition: partition), Update(add: ["unread": delta])))
+            }
+            do {
+                try await store.transactWriteItems(actions)
+                removed += items.count
+            } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
+                // Another sweeper removed some of them, or a write replaced one.
+                attempt += 1
+            }
+        }
+        return removed
+    }
+
+    /// Items removed per transaction (DynamoDB allows 100 actions; the
+    /// counters of up to as many partitions come on top).
+    static let expiryChunk = 50
 
     // MARK: Outbox
 

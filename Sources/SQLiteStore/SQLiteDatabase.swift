@@ -152,6 +152,29 @@ public final class SQLiteDatabase: Sendable {
         }
     }
 
+    /// The size of the database in pages, as of the last commit.
+    public struct PageCounts: Sendable, Hashable {
+        /// Pages in the database (its file once the WAL is checkpointed).
+        public let total: Int64
+        /// Pages freed by deletions; the file keeps them and writes reuse them first.
+        public let free: Int64
+        /// Pages holding data.
+        public var used: Int64 { total - free }
+    }
+
+    /// How many pages the database holds, and how many of them are free.
+    public func pageCounts() async throws(KeyValueStoreError) -> PageCounts {
+        try await readerQueue().run { connection throws(KeyValueStoreError) in
+            try mapped { () throws(SQLiteError) -> PageCounts in
+                try connection.execute("BEGIN")
+                defer { try? connection.execute("COMMIT") }
+                return PageCounts(
+                    total: try connection.scalar("PRAGMA page_count") ?? 0,
+                    free: try connection.scalar("PRAGMA freelist_count") ?? 0)
+            }
+        }
+    }
+
     /// The writer queue, or an error for a read-only database.
     func writerQueue() throws(KeyValueStoreError) -> SQLiteQueue {
         guard let writer else {

@@ -112,8 +112,9 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
         return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) -> Item? in
-                let old = try Self.read(item.key, on: connection, sql: sql, timeToLive: ttl, now: now)
-                if let condition, !condition.isSatisfied(by: old) {
+                let stored = try Self.stored(item.key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                let old = stored.live
+                if let condition, !stored.satisfies(condition) {
                     throw KeyValueStoreError(code: .conditionalCheckFailed, message: "the condition on \(item.key) did not hold")
                 }
                 try Self.write(EncodedItem(item, timeToLive: ttl), on: connection, sql: sql)
@@ -128,8 +129,9 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
         return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) -> Item? in
-                let old = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now)
-                if let condition, !condition.isSatisfied(by: old) {
+                let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                let old = stored.live
+                if let condition, !stored.satisfies(condition) {
                     throw KeyValueStoreError(code: .conditionalCheckFailed, message: "the condition on \(key) did not hold")
                 }
                 try Self.remove(key, on: connection, sql: sql)
@@ -144,8 +146,9 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
         return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) -> Item in
-                let old = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now)
-                if let condition, !condition.isSatisfied(by: old) {
+                let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                let old = stored.live
+                if let condition, !stored.satisfies(condition) {
                     throw KeyValueStoreError(code: .conditionalCheckFailed, message: "the condition on \(key) did not hold")
                 }
                 let new = try update.applied(to: old, key: key)
@@ -204,27 +207,27 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                         holds = try Self.insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
                     case .put(let item, let condition):
                         if let condition {
-                            holds = condition.isSatisfied(by: try Self.read(item.key, on: connection, sql: sql, timeToLive: ttl, now: now))
+                            holds = try Self.stored(item.key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
                         } else {
                             holds = true
                         }
                         if holds { try Self.write(encoded[index]!, on: connection, sql: sql) }
                     case .delete(let key, let condition):
                         if let condition {
-                            holds = condition.isSatisfied(by: try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now))
+                            holds = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
                         } else {
                             holds = true
                         }
                         if holds { try Self.remove(key, on: connection, sql: sql) }
                     case .update(let key, let update, let condition):
-                        let old = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now)
-                        holds = condition?.isSatisfied(by: old) ?? true
+                        let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                        holds = condition.map(stored.satisfies) ?? true
                         if holds {
-                            let new = try update.applied(to: old, key: key)
+                            let new = try update.applied(to: stored.live, key: key)
                             try Self.write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
                         }
                     case .conditionCheck(let key, let condition):
-                        holds = condition.isSatisfied(by: try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now))
+                        holds = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
                     }
                     if !holds {
                         reasons[index] = .conditionalCheckFailed
@@ -258,17 +261,21 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         }
     }
 
-    public func sweepExpiredItems(limit: Int) async throws(KeyValueStoreError) -> Int {
-        guard timeToLive != nil, limit > 0 else { return 0 }
+    public func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item] {
+        guard timeToLive != nil, limit > 0 else { return [] }
         let (sql, now) = (sql, clock.now())
-        return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
-            try mapped { () throws(SQLiteError) -> Int in
-                let statement = try connection.statement(sql.sweep)
+        return try await database.readerQueue().run { connection throws(KeyValueStoreError) in
+            try mapped { () throws(SQLiteError) -> [Item] in
+                let statement = try connection.statement(sql.expired)
                 defer { statement.reset() }
                 try statement.bind(1, now)
                 try statement.bind(2, Int64(limit))
-                _ = try statement.step()
-                return connection.changes
+                var items: [Item] = []
+                while try statement.step() {
+                    let key = ItemKey(partition: statement.text(0), sort: statement.text(1))
+                    items.append(Item(key: key, attributes: try Self.attributes(of: statement, column: 2, key: key)))
+                }
+                return items
             }
         }
     }
@@ -292,15 +299,34 @@ public final class SQLiteKeyValueStore: KeyValueStore {
     private static func read(
         _ key: ItemKey, on connection: SQLiteConnection, sql: Statements, timeToLive: TimeToLive?, now: Int64
     ) throws(KeyValueStoreError) -> Item? {
-        try mapped { () throws(SQLiteError) -> Item? in
+        try stored(key, on: connection, sql: sql, timeToLive: timeToLive, now: now).live
+    }
+
+    /// An item as stored, expired or not: what conditions are checked on.
+    private struct StoredItem {
+        let item: Item?
+        let expired: Bool
+
+        /// The item as reads see it.
+        var live: Item? { expired ? nil : item }
+
+        func satisfies(_ condition: Condition) -> Bool {
+            condition.isSatisfied(by: item, expired: expired)
+        }
+    }
+
+    private static func stored(
+        _ key: ItemKey, on connection: SQLiteConnection, sql: Statements, timeToLive: TimeToLive?, now: Int64
+    ) throws(KeyValueStoreError) -> StoredItem {
+        try mapped { () throws(SQLiteError) -> StoredItem in
             let statement = try connection.statement(sql.get)
             defer { statement.reset() }
             try statement.bind(1, key.partition)
             try statement.bind(2, key.sort)
-            guard try statement.step() else { return nil }
-            if timeToLive != nil, !statement.isNull(1), statement.int64(1) <= now { return nil }
+            guard try statement.step() else { return StoredItem(item: nil, expired: false) }
+            let expired = timeToLive != nil && !statement.isNull(1) && statement.int64(1) <= now
             let attributes = try attributes(of: statement, column: 0, key: key)
-            return Item(key: key, attributes: attributes)
+            return StoredItem(item: Item(key: key, attributes: attributes), expired: expired)
         }
     }
 
@@ -383,7 +409,7 @@ struct Statements: Sendable {
     let upsert: String
     let insertIfAbsent: String
     let delete: String
-    let sweep: String
+    let expired: String
 
     static let registerTable = "INSERT INTO kv_tables(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING"
 
@@ -412,9 +438,9 @@ struct Statements: Sendable {
             WHERE \(quoted).expires_at IS NOT NULL AND \(quoted).expires_at <= ?5
             """
         delete = "DELETE FROM \(quoted) WHERE pk = ?1 AND sk = ?2"
-        sweep = """
-            DELETE FROM \(quoted) WHERE (pk, sk) IN (
-                SELECT pk, sk FROM \(quoted) WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)
+        expired = """
+            SELECT pk, sk, attrs FROM \(quoted) WHERE expires_at IS NOT NULL AND expires_at <= ?1
+            ORDER BY expires_at, pk, sk LIMIT ?2
             """
     }
 }

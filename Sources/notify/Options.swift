@@ -31,6 +31,9 @@ struct StoreOptions: ParsableArguments {
 
     @Option(name: .customLong("sqlite-synchronous"), help: "full (survives power loss) or normal (survives a crash). [env: SQLITE_SYNCHRONOUS, default: full]")
     var synchronous: String?
+
+    @Option(name: .customLong("ttl-days"), help: "Days a notification is kept; 0 keeps it until retracted. [env: NOTIF_TTL_DAYS, default: 90]")
+    var retentionDays: Int?
 }
 
 /// Flags of the gateway. The secret is read from JWT_SECRET only: a flag

@@ -52,7 +52,8 @@ struct Runtime {
             fail("cannot open the store: \(error.message)", code: exitUnavailable)
         }
         logger.info("store opened", metadata: ["path": .string(settings.databasePath), "table": .string(settings.tableName)])
-        let repository = NotificationRepository(store: store, userSubjectPrefix: common.userSubjectPrefix)
+        let repository = NotificationRepository(
+            store: store, userSubjectPrefix: common.userSubjectPrefix, retention: settings.retention)
         return Runtime(common: common, connection: connection, database: database, store: store, repository: repository, metrics: metrics, logger: logger)
     }
 
@@ -66,7 +67,7 @@ struct Runtime {
             await close()
             fail("cannot start the worker: \(error)", code: exitUnavailable)
         }
-        return [ExpirySweeper(store: store, logger: logger), worker]
+        return [ExpirySweeper(repository: repository, logger: logger), worker]
     }
 
     /// The gateway's services: the HTTP server and its drain.

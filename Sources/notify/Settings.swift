@@ -188,6 +188,8 @@ struct StoreSettings {
     var dataDirectory: String
     var tableName: String
     var synchronous: SQLiteDatabase.Synchronous
+    /// How long notifications are kept; `nil` until retracted.
+    var retention: Duration?
 
     init(_ reader: SettingsReader, flags: StoreOptions) throws {
         dataDirectory = reader.string("DATA_DIR", flag: flags.dataDirectory, default: "./data")
@@ -198,6 +200,8 @@ struct StoreSettings {
             throw SettingsError(message: "NOTIF_TABLE_NAME: '\(tableName)' must be 3–255 characters of A–Z, a–z, 0–9, '_', '.', '-'")
         }
         synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
+        let days = try reader.integer("NOTIF_TTL_DAYS", flag: flags.retentionDays, default: 90, range: 0...36_500)
+        retention = days == 0 ? nil : .seconds(days * 86_400)
     }
 
     var databasePath: String { dataDirectory + "/notify.sqlite" }

@@ -376,20 +376,35 @@ struct ConformanceTests {
             clock.advance(by: 1_000)  // both TTL items now expired
             try await store.transactWriteItems([.put(Item(key: long, attributes: ["v": 3]), condition: .itemNotExists)])
             #expect(try await store.getItem(long)?["v"] == 3)
-            #expect(try await store.sweepExpiredItems(limit: 100) == 1)
-            #expect(try await store.sweepExpiredItems(limit: 100) == 0)
+
+            // Still stored, though no read sees it: the sweep's view.
+            #expect(try await store.expiredItems(limit: 100) == [Item(key: short, attributes: ["expires_at": 1_500, "v": 2])])
+            // `.expired` holds for the expired item only, and only once.
+            await #expect(throws: KeyValueStoreError.self) {
+                try await store.transactWriteItems([.delete(forever, condition: .expired)])
+            }
+            try await store.transactWriteItems([.delete(short, condition: .expired)])
+            await #expect(throws: KeyValueStoreError.self) {
+                try await store.transactWriteItems([.delete(short, condition: .expired)])
+            }
+            #expect(try await store.expiredItems(limit: 100).isEmpty)
             #expect(Self.sortKeys(try await store.query(Query(partition: "p"))) == ["forever", "long"])
         }
     }
 
     @Test(arguments: Backend.allCases)
-    func sweepHonoursItsLimit(backend: Backend) async throws {
+    func expiredItemsComeLongestExpiredFirstUpToTheLimit(backend: Backend) async throws {
         let clock = ManualClock(1_000)
         try await backend.withStore(clock: clock) { (store) async throws in
-            try await store.batchWriteItems((0..<5).map { .put(Item(key: ItemKey(partition: "p", sort: "\($0)"), attributes: ["expires_at": 1_001])) })
-            clock.advance(by: 5)
-            #expect(try await store.sweepExpiredItems(limit: 3) == 3)
-            #expect(try await store.sweepExpiredItems(limit: 3) == 2)
+            try await store.batchWriteItems((0..<5).map {
+                .put(Item(key: ItemKey(partition: "p\($0 % 2)", sort: "\($0)"), attributes: ["expires_at": .integer(1_005 - Int64($0))]))
+            })
+            clock.advance(by: 4)  // 4, 3, 2 and 1 expired; 0 expires at 1_005
+            let first = try await store.expiredItems(limit: 3)
+            #expect(first.map(\.key.sort) == ["4", "3", "2"])
+            // An expired item a write replaced is live again, and not listed.
+            try await store.putItem(Item(key: ItemKey(partition: "p1", sort: "3"), attributes: ["v": 1]), condition: .itemNotExists)
+            #expect(try await store.expiredItems(limit: 3).map(\.key.sort) == ["4", "2", "1"])
         }
     }
 }

@@ -8,13 +8,14 @@ import TestSupport
 @Suite("Notification repository")
 struct RepositoryTests {
     static func event(
-        _ kind: String = "post.like", owner: String = "ana", trigger: String = "ben", resource: String = "p1", eventID: String? = nil
+        _ kind: String = "post.like", owner: String = "ana", trigger: String = "ben", resource: String = "p1", eventID: String? = nil,
+        createdAt: Int64 = EventValidatorTests.now
     ) -> IncomingEvent {
         let kind = EventKind.named(kind)!
         var fields: [String: String?] = [
             "owner": EventValidatorTests.s(owner), "trigger_user": EventValidatorTests.s(trigger),
             "action": String(kind.action), "resource_type": EventValidatorTests.s(kind.resourceType),
-            "resource_id": EventValidatorTests.s(resource),
+            "resource_id": EventValidatorTests.s(resource), "created_at": String(createdAt),
         ]
         fields["event_id"] = eventID.map(EventValidatorTests.q) ?? .some(nil)
         let body = EventValidatorTests.body(fields)
@@ -223,6 +224,140 @@ struct RepositoryTests {
             #expect(try await repository.apply([Self.event(eventID: "e1")]).outcomes == [.alreadyProcessed])
             clock.advance(by: 2 * 86_400)
             #expect(Self.created(try await repository.apply([Self.event(eventID: "e1")]).outcomes[0]) != nil)
+        }
+    }
+
+    /// The feed is in the order the worker stored events, not `created_at`
+    /// order: an event a year old, arriving last, is the newest.
+    @Test(arguments: Backend.allCases)
+    func theFeedFollowsArrivalOrderNotCreatedAt(backend: Backend) async throws {
+        let clock = ManualClock(EventValidatorTests.now)
+        try await Self.withRepository(backend, clock: clock) { repository in
+            let first = try #require(Self.created(try await repository.apply([Self.event(resource: "p1")]).outcomes[0]))
+            clock.advance(by: 1)
+            let yearOld = Self.event(resource: "p2", createdAt: EventValidatorTests.now - 365 * Self.day)
+            let second = try #require(Self.created(try await repository.apply([yearOld]).outcomes[0]))
+            let feed = try await repository.feed(owner: "ana", limit: 10).items
+            #expect(feed.map(\.id) == [second, first])
+            #expect(feed[0].createdAt == EventValidatorTests.now - 365 * Self.day)
+            #expect(try await repository.notifications(owner: "ana", after: first, limit: 10).map(\.id) == [second])
+        }
+    }
+
+    // MARK: Retention
+
+    static let day: Int64 = 86_400
+
+    @Test(arguments: Backend.allCases)
+    func notificationsExpireAfterTheRetentionAndTheCounterFollows(backend: Backend) async throws {
+        let clock = ManualClock(1_765_318_000)
+        try await backend.withStore(clock: clock) { store in
+            let repository = NotificationRepository(store: store, retention: .seconds(10 * Self.day), clockMilliseconds: { clock.now * 1000 })
+            let old = try await repository.apply((1...3).map { Self.event(resource: "p\($0)") }).outcomes.compactMap(Self.created)
+            #expect(try await repository.markRead(owner: "ana", ids: [old[1]]) == [old[1]])
+            clock.advance(by: 9 * Self.day)
+            let recent = try #require(Self.created(try await repository.apply([Self.event(resource: "p4")]).outcomes[0]))
+            #expect(try await repository.removeExpired() == 0)
+            #expect(try await repository.unreadCount(owner: "ana") == 3)
+
+            clock.advance(by: 2 * Self.day)  // p1–p3 are 11 days old, p4 2 days
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.map(\.id) == [recent])
+            // Three notifications and their three action-key items; two were unread.
+            #expect(try await repository.removeExpired() == 6)
+            #expect(try await repository.removeExpired() == 0)
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+            let left = try await store.query(Query(partition: "U#ana")).items.map(\.key.sort)
+            #expect(left.filter { $0.hasPrefix("A#") }.count == 1)
+            #expect(left.filter { !$0.hasPrefix("A#") } == ["C", "N#" + recent])
+            // The action key is free again: liking p1 now notifies anew.
+            let again = try await repository.apply([Self.event(resource: "p1")])
+            #expect(Self.created(again.outcomes[0]) != nil)
+            #expect(try await repository.unreadCount(owner: "ana") == 2)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func withoutRetentionNotificationsStay(backend: Backend) async throws {
+        let clock = ManualClock(1_765_318_000)
+        try await backend.withStore(clock: clock) { store in
+            let repository = NotificationRepository(store: store, retention: nil, clockMilliseconds: { clock.now * 1000 })
+            _ = try await repository.apply([Self.event()])
+            clock.advance(by: 3_650 * Self.day)
+            #expect(try await repository.removeExpired() == 0)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.count == 1)
+            #expect(try await repository.unreadCount(owner: "ana") == 1)
+        }
+    }
+
+    /// Two processes sweeping one SQLite file at once lower each counter
+    /// once per expired unread notification.
+    @Test func concurrentSweepsLowerTheCounterOnce() async throws {
+        let clock = ManualClock(1_765_318_000)
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let databases = [try await SQLiteDatabase.open(.init(path: path)), try await SQLiteDatabase.open(.init(path: path))]
+            var repositories: [NotificationRepository] = []
+            for database in databases {
+                let store = try await SQLiteKeyValueStore(database: database, tableName: "notifications", clock: clock.storeClock)
+                repositories.append(NotificationRepository(store: store, retention: .seconds(Self.day), clockMilliseconds: { clock.now * 1000 }))
+            }
+            for round in 0..<20 {
+                _ = try await repositories[0].apply((0..<10).map { Self.event(owner: "o\($0)", resource: "old\(round)") })
+            }
+            clock.advance(by: Self.day / 2)
+            _ = try await repositories[0].apply((0..<10).map { Self.event(owner: "o\($0)", resource: "new") })
+            clock.advance(by: Self.day / 2)  // the first 200 expired, the last 10 not
+            let removed = try await withThrowingTaskGroup(of: Int.self) { group in
+                for repository in repositories {
+                    group.addTask {
+                        var total = 0
+                        while true {
+                            let removed = try await repository.removeExpired(limit: 30)
+                            if removed == 0 { return total }
+                            total += removed
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(removed == 400)
+            for owner in 0..<10 {
+                #expect(try await repositories[1].unreadCount(owner: "o\(owner)") == 1)
+                #expect(try await repositories[0].feed(owner: "o\(owner)", limit: 100).items.count == 1)
+            }
+            for database in databases { await database.close() }
+        }
+    }
+
+    /// Under steady load with a short retention, the sweep frees as many
+    /// pages as new notifications take: the file stops growing.
+    @Test func theDatabaseStopsGrowingUnderSteadyLoad() async throws {
+        let clock = ManualClock(1_765_318_000)
+        try await withTemporaryDirectory { directory in
+            let database = try await SQLiteDatabase.open(.init(path: directory.file("store.sqlite")))
+            let store = try await SQLiteKeyValueStore(database: database, tableName: "notifications", clock: clock.storeClock)
+            let repository = NotificationRepository(
+                store: store, idempotencyRetention: .seconds(3_600), retention: .seconds(3_600), clockMilliseconds: { clock.now * 1000 })
+            var sizes: [Int64] = []
+            var published: [String] = []
+            for minute in 0..<300 {
+                // 100 events a minute from 50 owners, each with an event id;
+                // outboxes deleted with the next batch, as the worker does.
+                let batch = (0..<100).map { Self.event(owner: "o\($0 % 50)", resource: "r\(minute)-\($0)", eventID: "m\(minute)-\($0)") }
+                let result = try await repository.apply(batch, publishedOutboxes: published)
+                #expect(result.outcomes.compactMap(Self.created).count == 100)
+                published = result.outbox.map { [$0.id] } ?? []
+                clock.advance(by: 60)
+                _ = try await repository.removeExpired(limit: 10_000)
+                if minute % 60 == 59 { sizes.append(try await database.pageCounts().total) }
+            }
+            // Live: the last 59 minutes' (an hour ago expired at this second), 2 a minute per owner.
+            #expect(try await repository.feed(owner: "o0", limit: 200).items.count == 118)
+            #expect(try await repository.unreadCount(owner: "o0") == 118)
+            // Freed pages fill up over the first hours; then no growth at all.
+            #expect(sizes.max()! <= sizes[0] + sizes[0] / 10, "pages at each hour: \(sizes)")
+            #expect(sizes[4] <= sizes[2], "pages at each hour: \(sizes)")
+            await database.close()
         }
     }
 

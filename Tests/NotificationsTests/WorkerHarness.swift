@@ -65,7 +65,7 @@ struct FaultInjectingStore: KeyValueStore {
     func updateItem(_ key: ItemKey, _ update: Update, condition: Condition?) async throws(KeyValueStoreError) -> Item { try await base.updateItem(key, update, condition: condition) }
     func query(_ query: Query) async throws(KeyValueStoreError) -> QueryPage { try await base.query(query) }
     func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError) { try await base.batchWriteItems(requests) }
-    func sweepExpiredItems(limit: Int) async throws(KeyValueStoreError) -> Int { try await base.sweepExpiredItems(limit: limit) }
+    func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item] { try await base.expiredItems(limit: limit) }
 
     func transactWriteItems(_ actions: [WriteAction]) async throws(KeyValueStoreError) {
         if actions.contains(where: { $0.key.partition == poisonedPartition }) {

@@ -127,7 +127,7 @@ struct NotifyCommandTests {
         ("NATS_ACK_WAIT", "3x"), ("NATS_MAX_DELIVER", "zero"), ("NATS_URL", "http://example.com"), ("NATS_SUBJECT", "a..b"),
         ("USER_SUBJECT_PREFIX", "users.>"), ("LOG_LEVEL", "loud"), ("ENVIRONMENT", "staging"), ("NOTIF_TABLE_NAME", "x"),
         ("SQLITE_SYNCHRONOUS", "off"), ("NATS_JETSTREAM", "maybe"), ("NATS_CREDS_FILE", "/nonexistent/user.creds"),
-        ("NATS_BACKOFF", "1s,5s,10s,20s,40s"),
+        ("NATS_BACKOFF", "1s,5s,10s,20s,40s"), ("NOTIF_TTL_DAYS", "-1"), ("NOTIF_TTL_DAYS", "90d"),
     ])
     func aBadSettingIsAOneLineErrorNamingIt(variable: String, value: String) async throws {
         try await withTemporaryDirectory { directory in
