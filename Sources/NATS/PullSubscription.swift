@@ -87,6 +87,13 @@ public final class JetStreamMessage: @unchecked Sendable {
     public func term() throws(NATSError) {
         try settle("term") { natsMsg_Term($0, nil) }
     }
+
+    /// Tells the server the message is still being worked on: its AckWait
+    /// starts over, and it is not redelivered meanwhile. Settles nothing.
+    public func inProgress() throws(NATSError) {
+        let status = settled.withLock { _ in natsMsg_InProgress(handle, nil) }
+        try check(status, "in progress", context: "stream \(metadata.stream) sequence \(metadata.streamSequence)")
+    }
 }
 
 /// A pull subscription bound to a durable consumer.

@@ -208,7 +208,20 @@ final class WorkerLoop {
                 continue
             }
             if !Task.isShuttingDownGracefully { next = fetchNext() }
-            let failed = await commit(batch)
+            var failed = await commit(batch)
+            if failed.contains(where: { $0.1.code == .unavailable }) {
+                // The store is down (disk full, locked, I/O error), not these
+                // events: hold them and what was fetched ahead until it
+                // takes them, without spending their deliveries.
+                var held = Self.prepare(failed.map(\.0), validator: validator)
+                if let prefetched = next {
+                    next = nil
+                    let ahead = (try? await prefetched.value) ?? []
+                    for prepared in ahead { metrics.received(redelivered: prepared.delivery.deliveryCount > 1) }
+                    held += ahead
+                }
+                failed = await holdUntilStored(held)
+            }
             for (delivery, error) in failed {
                 guard case .jetStream(let message, _) = delivery else { continue }
                 await retryLater(message, delivery: delivery, error: error)
@@ -314,6 +327,39 @@ final class WorkerLoop {
                 }
             }
             return failed
+        }
+    }
+
+    /// Retries `batch` while the store is unavailable, keeping its
+    /// messages in progress so the server neither redelivers them nor
+    /// counts a delivery. Returns what still failed for another reason, or
+    /// everything held when the worker stops.
+    private func holdUntilStored(_ batch: [Prepared]) async -> [(Delivery, KeyValueStoreError)] {
+        var held = batch
+        var attempt = 0
+        // Well inside AckWait, so an in-progress signal always lands in time.
+        let longest = min(configuration.consumer.ackWait / 3, .seconds(10))
+        while true {
+            attempt += 1
+            let delay = min(Duration.milliseconds(250) * (1 << min(attempt, 8)), longest)
+            logger.error("the store is unavailable; holding events and retrying", metadata: [
+                "events": .stringConvertible(held.count), "attempt": .stringConvertible(attempt), "retry_in": .string("\(delay)"),
+            ])
+            for case .jetStream(let message, _) in held.map(\.delivery) {
+                do {
+                    try message.inProgress()
+                } catch {
+                    logger.warning("could not extend an event's AckWait; it may be redelivered", metadata: ["error": .string(error.description)])
+                }
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            let failed = await commit(held, isRetry: true)
+            if failed.isEmpty {
+                logger.info("the store is available again", metadata: ["attempts": .stringConvertible(attempt)])
+                return []
+            }
+            if Task.isShuttingDownGracefully || !failed.contains(where: { $0.1.code == .unavailable }) { return failed }
+            held = Self.prepare(failed.map(\.0), validator: worker.validator)
         }
     }
 

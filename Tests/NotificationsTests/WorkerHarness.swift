@@ -51,12 +51,14 @@ final class Inbox: Sendable {
     }
 }
 
-/// A store that fails every transaction touching one owner's partition:
-/// the real SQLite store underneath, with a fault injected in front.
+/// A store that fails every transaction touching one owner's partition
+/// while `isFailing()`: the real SQLite store underneath, with a fault
+/// injected in front.
 struct FaultInjectingStore: KeyValueStore {
     let base: any KeyValueStore
     let poisonedPartition: String
     let code: KeyValueStoreError.Code
+    var isFailing: @Sendable () -> Bool = { true }
 
     func getItem(_ key: ItemKey, consistentRead: Bool) async throws(KeyValueStoreError) -> Item? { try await base.getItem(key, consistentRead: consistentRead) }
     func batchGetItems(_ keys: [ItemKey], consistentRead: Bool) async throws(KeyValueStoreError) -> [ItemKey: Item] { try await base.batchGetItems(keys, consistentRead: consistentRead) }
@@ -68,7 +70,7 @@ struct FaultInjectingStore: KeyValueStore {
     func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item] { try await base.expiredItems(limit: limit) }
 
     func transactWriteItems(_ actions: [WriteAction]) async throws(KeyValueStoreError) {
-        if actions.contains(where: { $0.key.partition == poisonedPartition }) {
+        if isFailing(), actions.contains(where: { $0.key.partition == poisonedPartition }) {
             throw KeyValueStoreError(code: code, message: "injected failure for \(poisonedPartition)")
         }
         try await base.transactWriteItems(actions)

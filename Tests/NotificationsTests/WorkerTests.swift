@@ -235,24 +235,30 @@ struct WorkerTests {
         }
     }
 
-    @Test func anUnavailableStoreNaksTheWholeBatchAndCatchesUpWhenItRecovers() async throws {
+    /// An unavailable store (disk full, locked) is not the events' fault:
+    /// the worker holds them, in progress, for as long as it lasts (here
+    /// longer than AckWait × MaxDeliver), dead-letters nothing, and stores
+    /// everything once the store is back.
+    @Test func anUnavailableStoreHoldsEventsWithoutSpendingDeliveriesAndCatchesUp() async throws {
         try await WorkerHarness.run { harness in
-            let flaky = try await harness.startWorker(WorkerHarness.configuration(maxDeliver: 100)) { store in
-                FaultInjectingStore(base: store, poisonedPartition: "U#ana", code: .unavailable)
+            let outage = Flag(true)
+            let worker = try await harness.startWorker(WorkerHarness.configuration(maxDeliver: 2)) { store in
+                FaultInjectingStore(base: store, poisonedPartition: "U#ana", code: .unavailable, isFailing: { outage.value })
             }
             try await harness.publish("post.like")
-            try await Task.sleep(for: .milliseconds(800))
+            try await harness.publish("post.like", resource: "p2")
+            try await Task.sleep(for: .seconds(5))  // AckWait 2 s, MaxDeliver 2
             #expect(harness.users.messages.isEmpty)
             #expect(harness.deadLetters.messages.isEmpty)
             let backlog = try await harness.consumerBacklog()
-            #expect(backlog.pending + UInt64(backlog.ackPending) == 1, "still in JetStream, not lost")
-            await flaky.stop()
-            // Same MaxDeliver: lowering it below the deliveries already made
-            // would make the server give up on the event.
-            let healthy = try await harness.startWorker(WorkerHarness.configuration(maxDeliver: 100))
-            #expect(await harness.users.wait(for: 1).count == 1)
+            #expect(backlog.pending + UInt64(backlog.ackPending) == 2, "still in JetStream, not lost")
+            outage.value = false
+            #expect(await harness.users.wait(for: 2).count == 2)
             #expect(try await harness.waitUntilDrained())
-            await healthy.stop()
+            let consumer = try #require(try await harness.jetStream.consumerInfo(stream: "NOTIFICATIONS", name: "notification-worker"))
+            #expect(consumer.numRedelivered == 0, "held in progress, never redelivered")
+            #expect(harness.deadLetters.messages.isEmpty)
+            await worker.stop()
         }
     }
 
