@@ -62,6 +62,12 @@ public struct KeyValueStoreError: Error, Sendable, CustomStringConvertible {
         code == .conditionalCheckFailed || code == .transactionCanceled
     }
 
+    /// Whether the store itself failed (unreachable, full, locked, damaged),
+    /// so any request would fail now, not just this one.
+    public var isStoreFault: Bool {
+        code == .unavailable || code == .corrupt
+    }
+
     public var description: String {
         switch code {
         case .transactionCanceled:

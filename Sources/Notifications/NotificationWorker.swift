@@ -209,9 +209,9 @@ final class WorkerLoop {
             }
             if !Task.isShuttingDownGracefully { next = fetchNext() }
             var failed = await commit(batch)
-            if failed.contains(where: { $0.1.code == .unavailable }) {
-                // The store is down (disk full, locked, I/O error), not these
-                // events: hold them and what was fetched ahead until it
+            if failed.contains(where: { $0.1.isStoreFault }) {
+                // The store is down (disk full, locked, I/O error, damaged),
+                // not these events: hold them and what was fetched ahead until it
                 // takes them, without spending their deliveries.
                 var held = Self.prepare(failed.map(\.0), validator: validator)
                 if let prefetched = next {
@@ -314,7 +314,7 @@ final class WorkerLoop {
         } catch {
             metrics.storeFailed()
             logger.error("storing a batch failed", metadata: ["events": .stringConvertible(accepted.count), "error": .string(error.description)])
-            guard error.code != .unavailable, accepted.count > 1 else {
+            guard !error.isStoreFault, accepted.count > 1 else {
                 return accepted.map { ($0.0, error) }
             }
             // Possibly one bad event: store one at a time so it cannot hold back the rest.
@@ -342,7 +342,7 @@ final class WorkerLoop {
         while true {
             attempt += 1
             let delay = min(Duration.milliseconds(250) * (1 << min(attempt, 8)), longest)
-            logger.error("the store is unavailable; holding events and retrying", metadata: [
+            logger.error("the store is unavailable; holding events and retrying (`notify doctor` checks it)", metadata: [
                 "events": .stringConvertible(held.count), "attempt": .stringConvertible(attempt), "retry_in": .string("\(delay)"),
             ])
             for case .jetStream(let message, _) in held.map(\.delivery) {
@@ -358,7 +358,7 @@ final class WorkerLoop {
                 logger.info("the store is available again", metadata: ["attempts": .stringConvertible(attempt)])
                 return []
             }
-            if Task.isShuttingDownGracefully || !failed.contains(where: { $0.1.code == .unavailable }) { return failed }
+            if Task.isShuttingDownGracefully || !failed.contains(where: { $0.1.isStoreFault }) { return failed }
             held = Self.prepare(failed.map(\.0), validator: worker.validator)
         }
     }

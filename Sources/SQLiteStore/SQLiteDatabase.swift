@@ -175,6 +175,21 @@ public final class SQLiteDatabase: Sendable {
         }
     }
 
+    /// SQLite's `PRAGMA quick_check`: reads every page of the file and
+    /// returns the problems found, empty when there are none. It takes
+    /// about as long as reading the file.
+    public func quickCheck() async throws(KeyValueStoreError) -> [String] {
+        try await readerQueue().run { connection throws(KeyValueStoreError) in
+            try mapped { () throws(SQLiteError) -> [String] in
+                let statement = try connection.statement("PRAGMA quick_check(100)")
+                defer { statement.reset() }
+                var lines: [String] = []
+                while try statement.step() { lines.append(statement.text(0)) }
+                return lines == ["ok"] ? [] : lines
+            }
+        }
+    }
+
     /// The writer queue, or an error for a read-only database.
     func writerQueue() throws(KeyValueStoreError) -> SQLiteQueue {
         guard let writer else {

@@ -116,8 +116,18 @@ struct DoctorReport {
         }
         do {
             let database = try await SQLiteDatabase.open(.init(path: path, readOnly: true))
-            await database.close()
             pass("store \(path) opens")
+            do {
+                let problems = try await database.quickCheck()
+                if problems.isEmpty {
+                    pass("store pages are sound (quick_check)")
+                } else {
+                    fail("store pages are sound (quick_check)", problems.prefix(5).joined(separator: "; ") + "; restore a backup or recover with `sqlite3 \(path) .recover`")
+                }
+            } catch {
+                fail("store pages are sound (quick_check)", error.description)
+            }
+            await database.close()
         } catch {
             fail("store \(path) opens", error.description)
         }

@@ -86,6 +86,32 @@ struct SQLiteStoreTests {
         }
     }
 
+    /// Damage inside the file (not its header) lets it open; `quickCheck`
+    /// finds it (what `notify doctor` runs).
+    @Test func quickCheckFindsADamagedPage() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.file("store.sqlite")
+            let keys = (0..<200).map { ItemKey(partition: "p", sort: String(format: "%04d", $0)) }
+            do {
+                let database = try await SQLiteDatabase.open(.init(path: path))
+                let store = try await SQLiteKeyValueStore(database: database, tableName: "items")
+                try await store.batchWriteItems(keys.map { .put(Item(key: $0, attributes: ["v": .string(String(repeating: "x", count: 3_000))])) })
+                #expect(try await database.quickCheck().isEmpty)
+                #expect(try await database.pageCounts().total > 150)
+                await database.close()
+            }
+            let handle = try #require(FileHandle(forUpdatingAtPath: path))
+            try handle.seek(toOffset: 100 * 4_096)
+            handle.write(Data(repeating: 0xA5, count: 4_096))
+            try handle.close()
+
+            let database = try await SQLiteDatabase.open(.init(path: path))
+            let problems = try await database.quickCheck()
+            #expect(problems.isEmpty == false)
+            await database.close()
+        }
+    }
+
     @Test func walModeAndTheConfiguredSynchronousLevelAreApplied() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory.file("store.sqlite")
