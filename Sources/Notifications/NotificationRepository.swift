@@ -7,16 +7,47 @@ public struct IncomingEvent: Sendable {
     /// delivery (stream incarnation and sequence), so a redelivered message
     /// is recognised. `nil` (core NATS) disables the check.
     public let idempotencyKey: String?
+    /// Where the event stands in the stream; `nil` (core NATS) applies
+    /// events in the order they arrive.
+    public let order: EventOrder?
 
-    public init(event: NotificationEvent, idempotencyKey: String?) {
+    public init(event: NotificationEvent, idempotencyKey: String?, order: EventOrder? = nil) {
         self.event = event
         self.idempotencyKey = idempotencyKey
+        self.order = order
     }
 
     /// The key for an event delivered from a JetStream stream.
     public static func key(for event: NotificationEvent, streamCreated: Int64, sequence: UInt64) -> String {
         if let id = event.eventID { return "e:" + id }
         return "s:\(streamCreated):\(sequence)"
+    }
+}
+
+/// An event's place in the stream: what decides which of two events on
+/// one action key is the later, whatever order they are delivered in (a
+/// redelivery after a crash comes after events published later).
+public struct EventOrder: Sendable, Hashable, Comparable {
+    /// When the stream was created (a re-created stream starts over).
+    public let stream: Int64
+    public let sequence: UInt64
+
+    public init(stream: Int64, sequence: UInt64) {
+        self.stream = stream
+        self.sequence = sequence
+    }
+
+    public static func < (lhs: EventOrder, rhs: EventOrder) -> Bool {
+        (lhs.stream, lhs.sequence) < (rhs.stream, rhs.sequence)
+    }
+
+    var attributes: [String: AttributeValue] {
+        ["stream": .integer(stream), "seq": .integer(Int64(bitPattern: sequence))]
+    }
+
+    init?(attributes: [String: AttributeValue]) {
+        guard let stream = attributes["stream"]?.integerValue, let sequence = attributes["seq"]?.integerValue else { return nil }
+        self.init(stream: stream, sequence: UInt64(bitPattern: sequence))
     }
 }
 
@@ -32,6 +63,9 @@ public enum EventOutcome: Sendable, Hashable {
     case nothingToRetract
     /// The same `event_id` (or delivery) was applied before.
     case alreadyProcessed
+    /// An event later in the stream with the same action key was applied
+    /// first (this one is a late redelivery); it has no effect.
+    case superseded
     /// The owner is the trigger user: nobody is notified of their own action.
     case selfNotification
 }
@@ -228,16 +262,31 @@ public struct NotificationRepository: Sendable {
                 continue
             }
             let pointer = Self.actionKey(event.owner, event.actionKey)
+            // The pointer keeps the stream position of the last event applied
+            // to its action key (after a retraction, as a tombstone): an
+            // earlier event delivered late changes nothing.
+            let current = plan.current(pointer)
+            if let order = incoming.order, let applied = current.flatMap({ EventOrder(attributes: $0.attributes) }), order < applied {
+                outcomes.append(.superseded)
+                if let marker { plan.set(marker, Item(key: marker, attributes: markerExpiry)) }
+                continue
+            }
+            let liveID = current?["id"]?.stringValue
             switch event.kind.effect {
             case .create:
-                if plan.current(pointer) != nil {
+                if liveID != nil {
                     outcomes.append(.duplicate)
+                    if let order = incoming.order, let current {
+                        // Later than what the pointer holds: remember it.
+                        plan.set(pointer, Item(key: pointer, attributes: current.attributes.merging(order.attributes) { _, new in new }))
+                    }
                 } else {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     let record = NotificationRecord(event: event, id: id, receivedAt: now)
                     let key = Self.notificationKey(event.owner, id)
                     var attributes = record.attributes
                     var pointerAttributes: [String: AttributeValue] = ["id": .string(id)]
+                    pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
                     if let notificationExpiry {
                         attributes[Self.expiryAttribute] = notificationExpiry
                         pointerAttributes[Self.expiryAttribute] = notificationExpiry
@@ -250,17 +299,23 @@ public struct NotificationRepository: Sendable {
                     outcomes.append(.created(id: id))
                 }
             case .retract:
-                if let id = plan.current(pointer)?["id"]?.stringValue {
+                // A tombstone with this event's position, so that the create
+                // it retracts, delivered late, stays retracted.
+                let tombstone = incoming.order.map { order in
+                    Item(key: pointer, attributes: order.attributes.merging(markerExpiry) { _, new in new })
+                }
+                if let id = liveID {
                     let key = Self.notificationKey(event.owner, id)
                     if let notification = plan.current(key) {
                         if notification["read"]?.boolValue == false { plan.addUnread(event.owner, -1) }
                         plan.set(key, nil)
                     }
-                    plan.set(pointer, nil)
+                    plan.set(pointer, tombstone)
                     messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
                     references.append(OutboxReference(kind: .deleted, owner: event.owner, id: id))
                     outcomes.append(.retracted(id: id))
                 } else {
+                    if let tombstone { plan.set(pointer, tombstone) }
                     outcomes.append(.nothingToRetract)
                 }
             }
@@ -290,10 +345,11 @@ public struct NotificationRepository: Sendable {
     /// Deletes up to `limit` expired items (notifications, their action-key
     /// items, idempotency markers), each under ``Condition/expired``, and
     /// lowers the unread counters by the unread notifications among them,
-    /// in one transaction per chunk. Returns how many it deleted.
+    /// in one transaction per chunk. Returns how many it deleted. When
+    /// another sweeper (or a write) got to one of the items first, it stops
+    /// and leaves the rest to that sweeper or to the next call.
     public func removeExpired(limit: Int = 1_000) async throws(KeyValueStoreError) -> Int {
         var removed = 0
-        var attempt = 1
         while removed < limit {
             let items = try await store.expiredItems(limit: min(Self.expiryChunk, limit - removed))
             if items.isEmpty { break }
@@ -308,9 +364,8 @@ public struct NotificationRepository: Sendable {
             do {
                 try await store.transactWriteItems(actions)
                 removed += items.count
-            } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
-                // Another sweeper removed some of them, or a write replaced one.
-                attempt += 1
+            } catch where error.isConditionFailure {
+                return removed
             }
         }
         return removed

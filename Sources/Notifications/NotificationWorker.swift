@@ -150,6 +150,14 @@ enum Delivery: Sendable {
         return nil
     }
 
+    /// The event's place in the stream (`nil` in core NATS).
+    var order: EventOrder? {
+        if case .jetStream(let message, let created) = self {
+            return EventOrder(stream: created, sequence: message.metadata.streamSequence)
+        }
+        return nil
+    }
+
     func idempotencyKey(for event: NotificationEvent) -> String? {
         switch self {
         case .jetStream(let message, let created):
@@ -281,7 +289,7 @@ final class WorkerLoop {
                 return .rejected(delivery, rejection)
             case .success(let event):
                 if event.isSelfNotification { return .selfNotification(delivery) }
-                return .accepted(delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event)))
+                return .accepted(delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event), order: delivery.order))
             }
         }
     }

@@ -17,6 +17,7 @@ struct WorkerMetrics: Sendable {
     let retracted = Counter(label: "notify_events_total", dimensions: [("result", "retracted")])
     let nothingToRetract = Counter(label: "notify_events_total", dimensions: [("result", "retract_not_found")])
     let alreadyProcessed = Counter(label: "notify_events_total", dimensions: [("result", "already_processed")])
+    let superseded = Counter(label: "notify_events_total", dimensions: [("result", "superseded")])
     let selfNotification = Counter(label: "notify_events_total", dimensions: [("result", "self_notification")])
     let rejectedTotal = Counter(label: "notify_events_total", dimensions: [("result", "rejected")])
     let deadLetters = Counter(label: "notify_dlq_published_total")
@@ -66,6 +67,7 @@ struct WorkerMetrics: Sendable {
         case .retracted: retracted.increment()
         case .nothingToRetract: nothingToRetract.increment()
         case .alreadyProcessed: alreadyProcessed.increment()
+        case .superseded: superseded.increment()
         case .selfNotification: selfNotification.increment()
         }
     }

@@ -227,6 +227,49 @@ struct RepositoryTests {
         }
     }
 
+    /// `event` at `sequence` of the stream.
+    static func at(_ sequence: UInt64, _ event: IncomingEvent) -> IncomingEvent {
+        IncomingEvent(event: event.event, idempotencyKey: "s:1:\(sequence)", order: EventOrder(stream: 1, sequence: sequence))
+    }
+
+    /// A follow redelivered after its unfollow (its first worker died
+    /// holding it) stays retracted: the stream order decides, not the
+    /// delivery order.
+    @Test(arguments: Backend.allCases)
+    func aCreateDeliveredAfterItsLaterRetractionStaysRetracted(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let unfollow = try await repository.apply([Self.at(2, Self.event("user.unfollow", resource: "ana"))])
+            #expect(unfollow.outcomes == [.nothingToRetract])
+            let follow = try await repository.apply([Self.at(1, Self.event("user.follow", resource: "ana"))])
+            #expect(follow.outcomes == [.superseded])
+            #expect(follow.outbox == nil)
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.isEmpty)
+            #expect(try await repository.unreadCount(owner: "ana") == 0)
+            // A follow later in the stream notifies again.
+            let again = try await repository.apply([Self.at(3, Self.event("user.follow", resource: "ana"))])
+            #expect(Self.created(again.outcomes[0]) != nil)
+        }
+    }
+
+    /// like (1), unlike (3), like (5) in the stream, delivered 1, 5, 3: the
+    /// late unlike is older than the like that found the notification live,
+    /// so the notification stays.
+    @Test(arguments: Backend.allCases)
+    func aLateRetractionOlderThanTheLastCreateChangesNothing(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository in
+            let like = try #require(Self.created(try await repository.apply([Self.at(1, Self.event())]).outcomes[0]))
+            #expect(try await repository.apply([Self.at(5, Self.event())]).outcomes == [.duplicate])
+            #expect(try await repository.apply([Self.at(3, Self.event("post.unlike"))]).outcomes == [.superseded])
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.map(\.id) == [like])
+            // In one batch, out of order, the same holds.
+            let batch = try await repository.apply([
+                Self.at(9, Self.event("post.unlike", resource: "p2")), Self.at(8, Self.event(resource: "p2")),
+            ])
+            #expect(batch.outcomes == [.nothingToRetract, .superseded])
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.map(\.id) == [like])
+        }
+    }
+
     /// The feed is in the order the worker stored events, not `created_at`
     /// order: an event a year old, arriving last, is the newest.
     @Test(arguments: Backend.allCases)
