@@ -231,6 +231,13 @@ public final class NATSConnection: @unchecked Sendable {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The largest message (headers and payload) the server accepts, in
+    /// bytes, as it announced when the connection was made (1 MiB unless
+    /// configured otherwise).
+    public var maxPayload: Int {
+        Int(natsConnection_GetMaxPayload(handle))
+    }
+
     /// Publishes without waiting (buffered while reconnecting).
     public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders = [:]) throws(NATSError) {
         if headers.isEmpty {

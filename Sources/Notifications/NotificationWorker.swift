@@ -515,6 +515,11 @@ final class WorkerLoop {
 
     /// Publishes the original body to `dlq.<subject>` with the reason.
     /// `false` when that failed (the caller must not drop the event).
+    ///
+    /// A body too large to go out with the headers in one message (the
+    /// server's max payload, 1 MiB by default) is cut to what fits, and
+    /// `Notify-Body-Truncated` gives its full size; the whole event stays
+    /// in the stream at `Notify-Stream-Sequence` until `NATS_STREAM_MAX_AGE`.
     private func deadLetter(_ delivery: Delivery, _ rejection: EventRejection, attempts: UInt64) async -> Bool {
         let subject = configuration.deadLetterSubject(for: delivery.subject)
         var headers: NATSHeaders = [
@@ -523,11 +528,17 @@ final class WorkerLoop {
             "Notify-Detail": Self.headerValue(rejection.detail),
         ]
         if let sequence = delivery.streamSequence { headers.append("Notify-Stream-Sequence", String(sequence)) }
+        var payload = delivery.payload
+        let room = worker.connection.maxPayload - Self.headerBytes(headers) - 64
+        if payload.count > room {
+            headers.append("Notify-Body-Truncated", String(payload.count))
+            payload = Array(payload.prefix(max(room, 0)))
+        }
         do {
             if let jetStream = worker.jetStream, configuration.deadLetterStream != nil {
-                _ = try await jetStream.publish(subject, payload: delivery.payload, headers: headers)
+                _ = try await jetStream.publish(subject, payload: payload, headers: headers)
             } else {
-                try worker.connection.publish(subject, payload: delivery.payload, headers: headers)
+                try worker.connection.publish(subject, payload: payload, headers: headers)
             }
             metrics.deadLettered()
             return true
@@ -537,6 +548,11 @@ final class WorkerLoop {
             ])
             return false
         }
+    }
+
+    /// The size of `headers` on the wire (`NATS/1.0`, one line each, a blank line).
+    static func headerBytes(_ headers: NATSHeaders) -> Int {
+        headers.fields.reduce(12) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
     }
 
     /// A header value without line breaks or other control characters.

@@ -89,6 +89,26 @@ struct WorkerTests {
         }
     }
 
+    /// An event as large as the server accepts leaves no room for the dead
+    /// letter's headers: its body is cut to fit, and the headers say so.
+    @Test func anEventTooLargeToDeadLetterWholeIsDeadLetteredCut() async throws {
+        try await WorkerHarness.run { harness in
+            let worker = try await harness.startWorker()
+            let body = Array(("{\"pad\":\"" + String(repeating: "x", count: harness.connection.maxPayload - 10) + "\"}").utf8)
+            #expect(body.count == harness.connection.maxPayload)
+            try await harness.publish("notifications.post.like", body)
+            let letters = await harness.deadLetters.wait(for: 1)
+            try #require(letters.count == 1)
+            #expect(letters[0].headers["Notify-Error"] == "too_large")
+            #expect(letters[0].headers["Notify-Body-Truncated"] == String(body.count))
+            #expect(letters[0].headers["Notify-Stream-Sequence"] == "1")
+            #expect(letters[0].payload.count > body.count - 1_024)
+            #expect(letters[0].payload == Array(body.prefix(letters[0].payload.count)))
+            #expect(try await harness.waitUntilDrained())
+            await worker.stop()
+        }
+    }
+
     @Test func aSelfNotificationCreatesNothingAndIsAcknowledged() async throws {
         try await WorkerHarness.run { harness in
             let worker = try await harness.startWorker()
