@@ -5,8 +5,8 @@ import Notifications
 /// One client's live feed, whichever transport carries it.
 ///
 /// Resuming without gap or duplicate: the client's queue is attached to the
-/// user's subject *before* the store is read, so everything published from
-/// then on is buffered; the replay (notifications created after `since`,
+/// user's subject, and the server has confirmed the subscription, *before*
+/// the store is read, so everything published from then on is buffered; the replay (notifications created after `since`,
 /// oldest first) is sent next; then the buffer is flushed, skipping the
 /// notifications the replay already carried; then the feed goes live.
 struct LiveFeed<Sink: LiveSink>: Sendable {
@@ -23,7 +23,7 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
     static func open(
         user: String, since: String?, sink: Sink, hub: UserHub, repository: NotificationRepository, configuration: GatewayConfiguration
     ) async throws -> LiveFeed {
-        try hub.attach(user: user, sink: sink)
+        try await hub.attach(user: user, sink: sink)
         do {
             var hello = JSONWriterBridge()
             hello.hello(user: user, unread: try await repository.unreadCount(owner: user))

@@ -168,9 +168,22 @@ final class UserHub: Sendable {
         self.metrics = metrics
     }
 
-    /// Starts delivering `user`'s messages to `sink`. The user id must
-    /// already be validated (it becomes a subject token).
-    func attach(user: String, sink: any LiveSink) throws {
+    /// Starts delivering `user`'s messages to `sink`, and returns once the
+    /// server has the subscription (one round trip): everything published
+    /// from then on reaches `sink`, so a store read after this call leaves
+    /// no gap. The user id must already be validated (it becomes a subject
+    /// token).
+    func attach(user: String, sink: any LiveSink) async throws {
+        try register(user: user, sink: sink)
+        do {
+            try await connection.flush(timeout: .seconds(2))
+        } catch {
+            // NATS is down or slow: the subscription goes out with the
+            // reconnect. Workers cannot publish while NATS is down either.
+        }
+    }
+
+    private func register(user: String, sink: any LiveSink) throws {
         precondition(EventValidator.isValidUserID(user), "user ids are validated before they reach the hub")
         try entries.withLock { (entries) throws in
             if var entry = entries[user] {
