@@ -48,21 +48,30 @@ final class OperationsEndpoints: Sendable {
         }
     }
 
-    /// 200 when NATS is connected and the store accepts a write, 503
+    /// 200 when NATS answers and the store accepts a write, 503
     /// otherwise; with the consumer's backlog, the outbox depth,
     /// connections, version and uptime.
     func health() async -> Response {
-        let nats = connection.status
+        let status = connection.status
+        // Connected is not enough: a frozen server keeps the socket open.
+        // It must answer a ping, within a second.
+        var answers = false
+        if status == .connected {
+            do {
+                try await connection.flush(timeout: .seconds(1))
+                answers = true
+            } catch {}
+        }
         var storeOK = true
         do { try await repository.probeWrite() } catch { storeOK = false }
         let outbox = try? await repository.outboxDepth()
-        let consumer = nats == .connected ? await consumerState() : nil
-        let healthy = nats == .connected && storeOK
+        let consumer = answers ? await consumerState() : nil
+        let healthy = answers && storeOK
         var json = JSONWriterBridge()
         json.raw("{\"status\":")
         json.string(healthy ? "ok" : "unavailable")
         json.raw(",\"nats\":")
-        json.string(nats.description)
+        json.string(status == .connected && !answers ? "not answering" : status.description)
         json.raw(",\"nats_reconnects\":")
         json.integer(Int64(connection.reconnectCount))
         json.raw(",\"store\":")
