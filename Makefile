@@ -5,8 +5,9 @@ SWIFT       ?= swift
 PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
+CHAOS_ARGS  ?=
 
-.PHONY: deps build release run test browser-test bench leak-check fuzz verify-image clean
+.PHONY: deps build release run test browser-test bench chaos leak-check fuzz verify-image clean
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
@@ -42,6 +43,17 @@ bench: deps
 	$(SWIFT) build -c release --product notify
 	.build/release/NotifyBenchmark $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
+
+## Fault injection against real processes (release notify, nats-server):
+## worker and nats-server crashes and stalls, hostile events, bad tokens,
+## gateway crashes; prints fault | must hold | measured | PASS/FAIL and
+## fails when a check does. CHAOS_ARGS="--only worker-sigkill" runs one
+## scenario (--list names them). Needs the sqlite3 command (installed).
+chaos: deps
+	@scripts/install-packages.sh sqlite3
+	$(SWIFT) build -c release --product notify
+	$(SWIFT) build -c release --product NotifyChaos
+	.build/release/NotifyChaos $(CHAOS_ARGS)
 
 ## 100,000 events through the worker under LeakSanitizer.
 leak-check: deps

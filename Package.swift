@@ -103,16 +103,37 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // nats-server and notify as child processes, for the benchmark and the chaos suite.
+        .target(
+            name: "ProcessSupport",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "NotifyBenchmark",
             dependencies: [
                 "NATS",
+                "ProcessSupport",
                 "KeyValueStore",
                 "SQLiteStore",
                 "Gateway",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 "Notifications",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `make chaos`: fault injection against real processes.
+        .executableTarget(
+            name: "NotifyChaos",
+            dependencies: [
+                "NATS",
+                "KeyValueStore",
+                "SQLiteStore",
+                "ProcessSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

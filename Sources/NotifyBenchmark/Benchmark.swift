@@ -1,5 +1,6 @@
 import Foundation
 import NATS
+import ProcessSupport
 
 /// `make bench`: end-to-end throughput and latency of the worker, as a
 /// separate `notify worker` process against its own nats-server, printed
@@ -74,7 +75,7 @@ struct Benchmark {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        let server = try await Server.start(directory: workDirectory.path)
+        let server = try await NATSServerProcess.start(directory: workDirectory.path)
         defer { server.stop() }
         progress("nats-server on port \(server.port)")
         if options.gateway {
@@ -92,13 +93,13 @@ struct Benchmark {
         print(String(decoding: data, as: UTF8.self))
     }
 
-    static func run(_ options: Options, server: Server, directory: String, result: inout [String: Any]) async throws {
+    static func run(_ options: Options, server: NATSServerProcess, directory: String, result: inout [String: Any]) async throws {
         let url = "nats://127.0.0.1:\(server.port)"
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [url]))
         let users = try connection.subscribe("users.>", bufferLimit: 4_000_000)
         try await connection.flush()
 
-        let worker = try Worker.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize)
+        let worker = try NotifyProcess.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize)
         defer { worker.stop() }
         try await worker.waitUntilRunning()
         let jetStream = try JetStream(connection: connection)

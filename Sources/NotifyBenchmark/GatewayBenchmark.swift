@@ -4,6 +4,7 @@ import HummingbirdWSClient
 import Logging
 import NATS
 import NIOWebSocket
+import ProcessSupport
 import Synchronization
 
 /// `--gateway true`: the release `notify serve` as its own process; the
@@ -13,9 +14,9 @@ import Synchronization
 enum GatewayBenchmark {
     static let secret = "benchmark-secret-of-at-least-32-bytes"
 
-    static func run(_ options: Benchmark.Options, server: Server, directory: String) async throws -> [String: Any] {
+    static func run(_ options: Benchmark.Options, server: NATSServerProcess, directory: String) async throws -> [String: Any] {
         let url = "nats://127.0.0.1:\(server.port)"
-        let serve = try Worker.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize,
+        let serve = try NotifyProcess.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize,
                                      command: "serve", extra: ["JWT_SECRET": secret, "PORT": "0", "HOST": "127.0.0.1"])
         defer { serve.stop() }
         let port = try await serve.waitForPort()

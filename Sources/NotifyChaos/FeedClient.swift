@@ -1,0 +1,103 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOWebSocket
+import Synchronization
+
+/// One user's WebSocket client (`/ws`), as a careful browser tab would be:
+/// on every disconnect it reconnects with `since=<last notification id>`,
+/// and it records every `notification.created` it receives.
+final class FeedClient: Sendable {
+    struct State: Sendable {
+        /// Ids of created notifications, in the order first received.
+        var created: [String] = []
+        var seen = Set<String>()
+        var actionKeys = Set<String>()
+        /// Created notifications received again (the contract allows none).
+        var duplicates = 0
+        var hellos = 0
+        var resets = 0
+        var lastID: String?
+        var closeCodes: [String: Int] = [:]
+        /// Every frame in arrival order: `<connection>\t<type>\t<id>`, and
+        /// each connection's `since` (for explaining a gap).
+        var trace: [String] = []
+    }
+
+    let user: String
+    let token: String
+    private let state = Mutex(State())
+    private let stopping = Atomic<Bool>(false)
+
+    init(user: String, token: String) {
+        self.user = user
+        self.token = token
+    }
+
+    var snapshot: State { state.withLock { $0 } }
+
+    /// Connects to the gateway on `port` and keeps reconnecting until ``stop()``.
+    func run(port: Int) async {
+        var logger = Logger(label: "chaos-ws")
+        logger.logLevel = .critical
+        while !stopping.load(ordering: .relaxed) {
+            var url = "ws://127.0.0.1:\(port)/ws?access_token=\(token)"
+            let last = state.withLock { state in
+                state.trace.append("\(state.hellos + 1)\tconnect\tsince=\(state.lastID ?? "-")")
+                return state.lastID
+            }
+            if let last { url += "&since=\(last)" }
+            do {
+                let close = try await WebSocketClient.connect(url: url, logger: logger) { inbound, outbound, _ in
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for try await message in inbound.messages(maxSize: 1 << 20) {
+                                if case .text(let text) = message { self.record(text) }
+                            }
+                        }
+                        group.addTask {
+                            while !self.stopping.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(50)) }
+                            try await outbound.close(.normalClosure, reason: nil)
+                        }
+                        try await group.next()
+                        group.cancelAll()
+                    }
+                }
+                let code = close.map { "\($0.closeCode)" } ?? "no close frame"
+                state.withLock { $0.closeCodes[code, default: 0] += 1 }
+            } catch {
+                state.withLock { $0.closeCodes["error", default: 0] += 1 }
+            }
+            if stopping.load(ordering: .relaxed) { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+    }
+
+    private func record(_ text: String) {
+        guard let frame = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { return }
+        state.withLock { state in
+            switch frame["type"] as? String {
+            case "hello":
+                state.hellos += 1
+            case "reset":
+                state.resets += 1
+            case "notification.created":
+                guard let notification = frame["notification"] as? [String: Any], let id = notification["id"] as? String else { return }
+                state.trace.append("\(state.hellos)\tcreated\t\(id)")
+                if state.seen.insert(id).inserted {
+                    state.created.append(id)
+                    if let key = notification["action_key"] as? String { state.actionKeys.insert(key) }
+                } else {
+                    state.duplicates += 1
+                }
+                if state.lastID.map({ id > $0 }) ?? true { state.lastID = id }
+            default:
+                break
+            }
+        }
+    }
+}

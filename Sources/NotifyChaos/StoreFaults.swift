@@ -1,0 +1,132 @@
+import Foundation
+import NATS
+import ProcessSupport
+
+/// Faults of the SQLite file under a running worker: another process
+/// holding its write lock, pages overwritten, a torn WAL tail.
+enum StoreFaults {
+    /// `sqlite3` holding `BEGIN EXCLUSIVE` on the database until released.
+    struct LockHolder {
+        let process: Process
+        let input: Pipe
+
+        static func acquire(_ path: String, output: String) async throws -> LockHolder {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+            process.arguments = [path]
+            let input = Pipe()
+            process.standardInput = input
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            input.fileHandleForWriting.write(Data(".timeout 20000\nBEGIN EXCLUSIVE;\nSELECT 'lock-' || 'held';\n".utf8))
+            let held = await waitFor(timeout: .seconds(25)) {
+                ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("lock-held") ? true : nil
+            }
+            guard held == true else {
+                process.terminate()
+                throw ChaosError("sqlite3 could not take the write lock: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+            }
+            return LockHolder(process: process, input: input)
+        }
+
+        func release() {
+            input.fileHandleForWriting.write(Data("COMMIT;\n.quit\n".utf8))
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    /// `sqlite3` holds the write lock for 30 s while events keep coming.
+    static func locked(_ harness: Harness, _ checks: inout Checks) async throws {
+        let worker = try await harness.startNotify("worker")
+        let deadLetters = try await SubjectRecorder(harness.connection, subject: "dlq.>")
+        var mix = EventMix(owners: 50)
+        let events = (0..<6_000).map { _ in mix.next() }
+        let log = PublishLog()
+        let jetStream = harness.jetStream
+        let publisher = Task { await publishInBursts(events, jetStream: jetStream, log: log, burst: 30, interval: .milliseconds(200)) }
+        try await Task.sleep(for: .seconds(3))
+        let lock = try await LockHolder.acquire(harness.databasePath, output: harness.directory + "/sqlite3-lock.log")
+        let lockedAt = ContinuousClock.now
+        let cpuBefore = worker.cpuSeconds() ?? 0
+        progress("sqlite3 holds BEGIN EXCLUSIVE for 30 s")
+        try await Task.sleep(for: .seconds(29))
+        let during = await harness.consumerInfo()
+        try await Task.sleep(until: lockedAt + .seconds(30), clock: .continuous)
+        let cpu = ((worker.cpuSeconds() ?? 0) - cpuBefore) / seconds(ContinuousClock.now - lockedAt) * 100
+        lock.release()
+        let released = ContinuousClock.now
+        await publisher.value
+        let drained = await harness.waitUntilDrained()
+        let catchUp = seconds(ContinuousClock.now - released)
+        deadLetters.stop()
+        writeEventLog(events, log, to: harness.directory)
+        let held = worker.output.components(separatedBy: "the store is unavailable").count - 1
+        checks.add("the fault took effect: the worker's writes were refused while the lock was held",
+                   "\(held) 'store is unavailable' log lines; 29 s into the lock \(during?.numAckPending ?? -1) deliveries unacked, \(during?.numPending ?? 0) waiting",
+                   held > 0)
+        checks.add("no event dead-lettered or lost for a locked store; worker alive; CPU while locked < 5% of a core",
+                   "\(deadLetters.count) dead letters\(sample(deadLetters.received.map { $0.headers["Notify-Error"] ?? "?" }, 1)); worker alive \(worker.isRunning); CPU \(String(format: "%.2f", cpu))%; drained \(String(format: "%.1f", catchUp)) s after the lock went",
+                   deadLetters.count == 0 && worker.isRunning && cpu < 5)
+        let snapshot = try await StoreInspector.snapshot(harness.databasePath)
+        checks.checkStore(snapshot, required: Oracle.expected(events, acknowledged: log.acknowledged))
+        checks.checkDrained(drained)
+        worker.stop()
+    }
+
+    /// Every page after the first overwritten while the worker is stopped;
+    /// it is started on the damaged file, events are published, then the
+    /// operator moves the file aside and starts it on a fresh one.
+    static func corrupt(_ harness: Harness, _ checks: inout Checks) async throws {
+        var worker = try await harness.startNotify("worker")
+        var mix = EventMix(owners: 20)
+        let before = (0..<300).map { _ in mix.next() }
+        for (index, event) in before.enumerated() { await publish(event, index: index, jetStream: harness.jetStream, log: PublishLog()) }
+        _ = await harness.waitUntilDrained(timeout: .seconds(20))
+        worker.stop()
+
+        let path = harness.databasePath
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try file.seek(toOffset: 4_096)
+        try file.write(contentsOf: (0..<max(size - 4_096, 0)).map { _ in UInt8.random(in: 0...255) })
+        try file.close()
+        let integrity: String
+        do { integrity = try StoreInspector.sqlite(path, "PRAGMA quick_check").prefix(2).joined(separator: "; ") } catch { integrity = "\(error)" }
+        progress("overwrote \(size - 4_096) bytes of \(path) (pages 2…); quick_check: \(integrity.prefix(120))")
+
+        // Events published onto the damaged store.
+        let deadLetters = try await SubjectRecorder(harness.connection, subject: "dlq.>")
+        let events = (0..<200).map { _ in mix.next() }
+        let log = PublishLog()
+        let damaged = try await harness.startNotify("worker", wait: false)
+        for (index, event) in events.enumerated() { await publish(event, index: index, jetStream: harness.jetStream, log: log) }
+        try await Task.sleep(for: .seconds(8))
+        let info = await harness.consumerInfo()
+        let exited = !damaged.isRunning
+        let status = exited ? damaged.process.terminationStatus : 0
+        let lastLine = damaged.output.split(separator: "\n").last.map(String.init) ?? ""
+        let unsettled = Int(info?.numPending ?? 0) + Int(info?.numAckPending ?? 0)
+        checks.add("on a damaged store the worker acknowledges nothing it could not store: it holds the events, or refuses to start with one line naming the store",
+                   (exited ? "worker exited with status \(status): \(lastLine.prefix(200))" : "worker running; \(damaged.output.components(separatedBy: "the store is unavailable").count - 1) 'store is unavailable' lines")
+                       + "; \(unsettled)/\(events.count) events still unacknowledged after 8 s; \(deadLetters.count) dead letters",
+                   unsettled == events.count && deadLetters.count == 0 && (!exited || status != 0))
+        damaged.signal(SIGTERM)
+        if !(await damaged.waitForExit(timeout: .seconds(15))) { damaged.signal(SIGKILL) }
+
+        // The operator's repair: the damaged file aside, a fresh store.
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.moveItem(atPath: path + suffix, toPath: path + suffix + ".damaged")
+        }
+        worker = try await harness.startNotify("worker")
+        let drained = await harness.waitUntilDrained()
+        deadLetters.stop()
+        let snapshot = try await StoreInspector.snapshot(path)
+        checks.checkStore(snapshot, required: Oracle.expected(events, acknowledged: log.acknowledged))
+        checks.checkDrained(drained)
+        worker.stop()
+    }
+}
