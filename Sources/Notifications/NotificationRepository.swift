@@ -1,4 +1,5 @@
 public import KeyValueStore
+import Synchronization
 
 /// An event to apply, with the key that makes applying it idempotent.
 public struct IncomingEvent: Sendable {
@@ -166,6 +167,9 @@ public struct NotificationRepository: Sendable {
     /// until it is retracted.
     public let retention: Duration?
     private let clock: @Sendable () -> Int64
+    /// Why the last batch failed when the store was at fault; `nil` once
+    /// a batch commits. Shared by the copies of this repository.
+    private let lastBatchFault = SharedFault()
 
     /// How often a batch is re-planned when a concurrent writer changed
     /// what it read.
@@ -209,10 +213,15 @@ public struct NotificationRepository: Sendable {
         var attempt = 1
         while true {
             do {
-                return try await applyOnce(events, publishedOutboxes: publishedOutboxes)
+                let result = try await applyOnce(events, publishedOutboxes: publishedOutboxes)
+                lastBatchFault.withLock { $0 = nil }
+                return result
             } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
                 // Another writer changed an item we read: read again, re-plan.
                 attempt += 1
+            } catch {
+                if error.isStoreFault { lastBatchFault.withLock { $0 = error } }
+                throw error
             }
         }
     }
@@ -418,8 +427,11 @@ public struct NotificationRepository: Sendable {
         try await store.query(Query(partition: Self.outboxPartition, limit: limit)).items.count
     }
 
-    /// Throws unless the store accepts a write now (one small item, rewritten).
+    /// Throws unless the store accepts a write now (one small item,
+    /// rewritten) and the last batch did not fail for the store's sake: a
+    /// full disk can still take the probe's page while batches fail.
     public func probeWrite() async throws(KeyValueStoreError) {
+        if let fault = lastBatchFault.withLock({ $0 }) { throw fault }
         try await store.putItem(Item(key: ItemKey(partition: "HEALTH", sort: "probe"), attributes: [
             "at": .integer(RepositoryClock.milliseconds()),
         ]))
@@ -607,3 +619,13 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// A store fault shared between copies of a repository (the worker's and
+/// the health endpoint's).
+private final class SharedFault: Sendable {
+    private let state = Mutex<KeyValueStoreError?>(nil)
+
+    func withLock<T>(_ body: (inout KeyValueStoreError?) -> T) -> T {
+        state.withLock { body(&$0) }
+    }
+}

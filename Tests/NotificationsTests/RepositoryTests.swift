@@ -287,6 +287,23 @@ struct RepositoryTests {
         }
     }
 
+    /// A full disk can take the health probe's one page while batches
+    /// fail: the probe reports the last batch's store fault until a batch
+    /// commits again.
+    @Test func theWriteProbeFailsWhileBatchesFailForTheStore() async throws {
+        let outage = Flag(true)
+        try await Backend.inMemory.withStore { base in
+            let store = FaultInjectingStore(base: base, poisonedPartition: "U#ana", code: .unavailable, isFailing: { outage.value })
+            let repository = NotificationRepository(store: store)
+            try await repository.probeWrite()
+            await #expect(throws: KeyValueStoreError.self) { _ = try await repository.apply([Self.event()]) }
+            await #expect(throws: KeyValueStoreError.self) { try await repository.probeWrite() }
+            outage.value = false
+            _ = try await repository.apply([Self.event()])
+            try await repository.probeWrite()
+        }
+    }
+
     // MARK: Retention
 
     static let day: Int64 = 86_400
