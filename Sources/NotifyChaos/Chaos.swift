@@ -21,6 +21,7 @@ struct Chaos {
         Scenario(name: "redelivery-order", fault: "a worker dies holding a create; its retraction is consumed first", run: WorkerCrashes.redeliveryOrder),
         Scenario(name: "nats-outage", fault: "nats-server SIGTERM / SIGKILL (restart, same port and store) / SIGSTOP 30 s", run: NATSOutage.run),
         Scenario(name: "sqlite-locked", fault: "another process holds the SQLite write lock for 30 s", run: StoreFaults.locked),
+        Scenario(name: "disk-full", fault: "DATA_DIR (a 24 MiB tmpfs) filled up under load for 20 s, then freed", run: DiskFull.run),
         Scenario(name: "sqlite-corrupt", fault: "SQLite file overwritten (pages 2…) while the worker is stopped", run: StoreFaults.corrupt),
         Scenario(name: "hostile-events", fault: "hostile event bodies", run: HostileEvents.run),
         Scenario(name: "bad-tokens", fault: "10,000 bad JWTs on /v1/notifications and /ws", run: BadTokens.run),
