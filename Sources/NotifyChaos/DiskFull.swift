@@ -18,11 +18,8 @@ enum DiskFull {
         let service = try await harness.startNotify("serve")
         let port = try await service.waitForPort()
         let deadLetters = try await SubjectRecorder(harness.connection, subject: "dlq.>")
-        var mix = EventMix(owners: 50)
-        let events = (0..<4_000).map { _ in mix.next() }
-        let log = PublishLog()
-        let jetStream = harness.jetStream
-        let publisher = Task { await publishInBursts(events, jetStream: jetStream, log: log, burst: 30, interval: .milliseconds(200)) }
+        let load = BackgroundLoad(count: 4_000, jetStream: harness.jetStream)
+        let (events, log, publisher) = (load.events, load.log, load.publisher)
         try await Task.sleep(for: .seconds(3))
 
         // Fill what is left, in 256 KiB writes, until the filesystem refuses.

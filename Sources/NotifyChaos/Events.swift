@@ -147,6 +147,22 @@ func publishInBursts(_ events: [ChaosEvent], jetStream: JetStream, log: PublishL
     }
 }
 
+/// `count` events from 50 owners, published in the background 30 every
+/// 200 ms: the steady load a store fault is injected under.
+struct BackgroundLoad {
+    let events: [ChaosEvent]
+    let log = PublishLog()
+    let publisher: Task<Void, Never>
+
+    init(count: Int, jetStream: JetStream) {
+        var mix = EventMix(owners: 50)
+        let events = (0..<count).map { _ in mix.next() }
+        let log = log
+        self.events = events
+        publisher = Task { await publishInBursts(events, jetStream: jetStream, log: log, burst: 30, interval: .milliseconds(200)) }
+    }
+}
+
 /// Publishes one event with a JetStream ack and records the outcome.
 func publish(_ event: ChaosEvent, index: Int, jetStream: JetStream, log: PublishLog) async {
     do {

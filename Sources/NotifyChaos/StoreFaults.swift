@@ -43,11 +43,8 @@ enum StoreFaults {
     static func locked(_ harness: Harness, _ checks: inout Checks) async throws {
         let worker = try await harness.startNotify("worker")
         let deadLetters = try await SubjectRecorder(harness.connection, subject: "dlq.>")
-        var mix = EventMix(owners: 50)
-        let events = (0..<6_000).map { _ in mix.next() }
-        let log = PublishLog()
-        let jetStream = harness.jetStream
-        let publisher = Task { await publishInBursts(events, jetStream: jetStream, log: log, burst: 30, interval: .milliseconds(200)) }
+        let load = BackgroundLoad(count: 6_000, jetStream: harness.jetStream)
+        let (events, log, publisher) = (load.events, load.log, load.publisher)
         try await Task.sleep(for: .seconds(3))
         let lock = try await LockHolder.acquire(harness.databasePath, output: harness.directory + "/sqlite3-lock.log")
         let lockedAt = ContinuousClock.now
