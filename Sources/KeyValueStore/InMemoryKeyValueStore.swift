@@ -169,14 +169,15 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func expiredItems(limit: Int) async throws(KeyValueStoreError) -> [Item] {
-        guard timeToLive != nil, limit > 0 else { return [] }
+        guard let timeToLive, limit > 0 else { return [] }
         let now = clock.now()
         let expired = state.withLock { state in
-            state.partitions.values.flatMap { $0.values.filter { isExpired($0, now: now) } }
+            state.partitions.values.flatMap { items in
+                items.values.compactMap { item in
+                    timeToLive.expiry(of: item.attributes).flatMap { $0 <= now ? ($0, item) : nil }
+                }
+            }
         }
-        let soonest = expired.sorted {
-            (timeToLive?.expiry(of: $0.attributes) ?? 0, $0.key) < (timeToLive?.expiry(of: $1.attributes) ?? 0, $1.key)
-        }
-        return Array(soonest.prefix(limit))
+        return expired.sorted { ($0.0, $0.1.key) < ($1.0, $1.1.key) }.prefix(limit).map(\.1)
     }
 }
