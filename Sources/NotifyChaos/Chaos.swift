@@ -23,7 +23,10 @@ struct Chaos {
         Scenario(name: "sqlite-locked", fault: "another process holds the SQLite write lock for 30 s", run: StoreFaults.locked),
         Scenario(name: "disk-full", fault: "DATA_DIR (a 24 MiB tmpfs) filled up under load for 20 s, then freed", run: DiskFull.run),
         Scenario(name: "sqlite-corrupt", fault: "SQLite file overwritten (pages 2…) while the worker is stopped", run: StoreFaults.corrupt),
+        Scenario(name: "truncated-wal", fault: "worker and a snapshot-pinning reader SIGKILLed, then the WAL cut inside a frame 60% in", run: StoreFaults.truncatedWAL),
         Scenario(name: "hostile-events", fault: "hostile event bodies", run: HostileEvents.run),
+        Scenario(name: "hostile-ids", fault: "ids >, *, a.b, a b, $SYS, empty, non-ASCII… in events and tokens; created_at at its edges", run: HostileIDs.run),
+        Scenario(name: "poison-event", fault: "an event the store refuses every time (SQLite trigger), among others' steady traffic", run: PoisonEvent.run),
         Scenario(name: "bad-tokens", fault: "10,000 bad JWTs on /v1/notifications and /ws", run: BadTokens.run),
         Scenario(name: "gateway-sigkill", fault: "gateway SIGKILL ×3 under load, clients resume with since", run: GatewayCrashes.run),
     ]

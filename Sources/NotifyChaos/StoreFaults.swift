@@ -5,12 +5,13 @@ import ProcessSupport
 /// Faults of the SQLite file under a running worker: another process
 /// holding its write lock, pages overwritten, a torn WAL tail.
 enum StoreFaults {
-    /// `sqlite3` holding `BEGIN EXCLUSIVE` on the database until released.
+    /// `sqlite3` holding a transaction on the database until released:
+    /// `BEGIN EXCLUSIVE` (the write lock), or a read that pins a snapshot.
     struct LockHolder {
         let process: Process
         let input: Pipe
 
-        static func acquire(_ path: String, output: String) async throws -> LockHolder {
+        static func acquire(_ path: String, output: String, begin: String = "BEGIN EXCLUSIVE;") async throws -> LockHolder {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
             process.arguments = [path]
@@ -21,7 +22,7 @@ enum StoreFaults {
             process.standardOutput = handle
             process.standardError = handle
             try process.run()
-            input.fileHandleForWriting.write(Data(".timeout 20000\nBEGIN EXCLUSIVE;\nSELECT 'lock-' || 'held';\n".utf8))
+            input.fileHandleForWriting.write(Data(".timeout 20000\n\(begin)\nSELECT 'lock-' || 'held';\n".utf8))
             let held = await waitFor(timeout: .seconds(25)) {
                 ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("lock-held") ? true : nil
             }
@@ -123,6 +124,71 @@ enum StoreFaults {
         deadLetters.stop()
         let snapshot = try await StoreInspector.snapshot(path)
         checks.checkStore(snapshot, required: Oracle.expected(events, acknowledged: log.acknowledged))
+        checks.checkDrained(drained)
+        worker.stop()
+    }
+
+    /// The WAL cut mid-frame after a crash, as a disk that lost the tail of
+    /// its writes leaves it. A reader pins a snapshot so the checkpointer
+    /// cannot move the last commits into the database file; then reader and
+    /// worker are SIGKILLed and the WAL is truncated inside a frame 60% in.
+    /// The worker must start on it, and the store must hold exactly the
+    /// effect of the first S acknowledged events for some S (the last
+    /// complete commit), consistent, and take new events.
+    static func truncatedWAL(_ harness: Harness, _ checks: inout Checks) async throws {
+        let path = harness.databasePath
+        var worker = try await harness.startNotify("worker")
+        let pageSize = Int(try StoreInspector.sqlite(path, "PRAGMA page_size").first ?? "") ?? 4_096
+        let reader = try await LockHolder.acquire(path, output: harness.directory + "/sqlite3-reader.log",
+                                                  begin: "BEGIN; SELECT count(*) FROM \(StoreInspector.table);")
+        var mix = EventMix(owners: 20)
+        let events = (0..<2_000).map { _ in mix.next() }
+        let log = PublishLog()
+        await publishInBursts(events, jetStream: harness.jetStream, log: log, burst: 40, interval: .milliseconds(100))
+        _ = await harness.waitUntilDrained(timeout: .seconds(30))
+        kill(reader.process.processIdentifier, SIGKILL)
+        worker.signal(SIGKILL)
+        _ = await worker.waitForExit()
+        reader.process.waitUntilExit()
+
+        let walPath = path + "-wal"
+        let walSize = (try FileManager.default.attributesOfItem(atPath: walPath)[.size] as? Int) ?? 0
+        let frameSize = 24 + pageSize
+        let frames = max(walSize - 32, 0) / frameSize
+        let cut = 32 + (frames * 6 / 10) * frameSize + 24 + pageSize / 2
+        guard frames > 10 else { throw ChaosError("the WAL holds \(frames) frames; the reader did not hold back the checkpoint") }
+        let wal = try FileHandle(forWritingTo: URL(fileURLWithPath: walPath))
+        try wal.truncate(atOffset: UInt64(cut))
+        try wal.close()
+        progress("WAL of \(walSize) bytes (\(frames) frames of \(pageSize)-byte pages) cut to \(cut) bytes, inside frame \(frames * 6 / 10 + 1)")
+
+        worker = try await harness.startNotify("worker")
+        let recovered = try await StoreInspector.snapshot(path)
+        let stored = recovered.actionKeys
+        let acknowledged = log.acknowledged.sorted { $0.sequence < $1.sequence }
+        var oracle = Oracle()
+        var prefix: Int? = oracle.live.filter { !$0.value.isEmpty } == stored ? 0 : nil
+        for (position, entry) in acknowledged.enumerated() {
+            oracle.apply(events[entry.index])
+            if oracle.live.filter({ !$0.value.isEmpty }) == stored { prefix = position + 1 }
+        }
+        checks.add("the worker starts on the truncated WAL; the store is intact and consistent (integrity_check, pointers, counters)",
+                   "worker running \(worker.isRunning); integrity_check \(recovered.integrity); \(recovered.inconsistencies.count) inconsistencies\(sample(recovered.inconsistencies, 2)); \(recovered.duplicates.count) duplicates",
+                   worker.isRunning && recovered.integrity == "ok" && recovered.inconsistencies.isEmpty && recovered.duplicates.isEmpty)
+        checks.add("recovers to the last complete commit: the store holds exactly the effect of the first S acked events (stream order); the torn tail is gone whole",
+                   prefix.map { "S = \($0) of \(acknowledged.count) acked events; the \(acknowledged.count - $0) after it went with the WAL tail (the fault: a disk that lost writes SQLite had synced)" }
+                       ?? "the stored state (\(stored.values.reduce(0) { $0 + $1.count }) notifications) is no prefix of the acked events",
+                   prefix != nil && prefix! < acknowledged.count)
+
+        // New events after recovery are stored on top.
+        var later = EventMix(owners: 10, prefix: "w")
+        let after = (0..<300).map { _ in later.next() }
+        let afterLog = PublishLog()
+        await publishInBursts(after, jetStream: harness.jetStream, log: afterLog, burst: 30, interval: .milliseconds(100))
+        let drained = await harness.waitUntilDrained()
+        var required = Oracle.expected(after, acknowledged: afterLog.acknowledged)
+        required.merge(stored) { new, _ in new }
+        checks.checkStore(try await StoreInspector.snapshot(path), required: required)
         checks.checkDrained(drained)
         worker.stop()
     }

@@ -36,16 +36,16 @@ struct StoreSnapshot: Sendable {
 enum StoreInspector {
     static let table = "kv_notifications"
 
-    /// Runs `sql` with the `sqlite3` command on the file opened read-only;
-    /// its output lines.
-    static func sqlite(_ path: String, _ sql: String) throws -> [String] {
+    /// Runs `sql` with the `sqlite3` command on the file (read-only unless
+    /// `readOnly` is false); its output lines.
+    static func sqlite(_ path: String, _ sql: String, readOnly: Bool = true) throws -> [String] {
         let executable = "/usr/bin/sqlite3"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw ChaosError("\(executable) is missing: apt-get install sqlite3")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["-readonly", "-cmd", ".timeout 10000", path, sql]
+        process.arguments = (readOnly ? ["-readonly"] : []) + ["-cmd", ".timeout 10000", path, sql]
         let output = Pipe()
         let errors = Pipe()
         process.standardOutput = output

@@ -27,6 +27,11 @@ enum Tokens {
         ]
     }
 
+    /// An HS256 token with exactly these claims (JSON text).
+    static func signed(claims: String, secret: String = Harness.secret) -> String {
+        signed(header: #"{"alg":"HS256","typ":"JWT"}"#, claims: claims, secret: secret)
+    }
+
     private static func signed(header: String, claims: String, secret: String?, sha512: Bool = false) -> String {
         let input = base64URL(Array(header.utf8)) + "." + base64URL(Array(claims.utf8))
         guard let secret else { return input + "." }
