@@ -29,6 +29,7 @@ struct Chaos {
         Scenario(name: "poison-event", fault: "an event the store refuses every time (SQLite trigger), among others' steady traffic", run: PoisonEvent.run),
         Scenario(name: "bad-tokens", fault: "10,000 bad JWTs on /v1/notifications and /ws", run: BadTokens.run),
         Scenario(name: "gateway-sigkill", fault: "gateway SIGKILL ×3 under load, clients resume with since", run: GatewayCrashes.run),
+        Scenario(name: "slow-reader", fault: "a WebSocket client that never reads while 100,000 notifications go to its user", run: SlowReader.run),
     ]
 
     static func main() async {

@@ -26,12 +26,15 @@ final class FeedClient: Sendable {
 
     let user: String
     let token: String
+    /// Times each `notification.created` this client receives, when set.
+    let probe: LatencyProbe?
     private let state = Mutex(State())
     private let stopping = Atomic<Bool>(false)
 
-    init(user: String, token: String) {
+    init(user: String, token: String, probe: LatencyProbe? = nil) {
         self.user = user
         self.token = token
+        self.probe = probe
     }
 
     var snapshot: State { state.withLock { $0 } }
@@ -78,6 +81,7 @@ final class FeedClient: Sendable {
     }
 
     private func record(_ text: String) {
+        probe?.received(Array(text.utf8))
         guard let frame = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { return }
         state.withLock { state in
             switch frame["type"] as? String {
