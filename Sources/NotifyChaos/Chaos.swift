@@ -30,6 +30,7 @@ struct Chaos {
         Scenario(name: "bad-tokens", fault: "10,000 bad JWTs on /v1/notifications and /ws", run: BadTokens.run),
         Scenario(name: "gateway-sigkill", fault: "gateway SIGKILL ×3 under load, clients resume with since", run: GatewayCrashes.run),
         Scenario(name: "slow-reader", fault: "a WebSocket client that never reads while 100,000 notifications go to its user", run: SlowReader.run),
+        Scenario(name: "connection-flood", fault: "5,000 connections at once: slowloris upgrades, 1,005 WebSockets (25 for one user), then 2 MiB frames", run: ConnectionFlood.run),
     ]
 
     static func main() async {
