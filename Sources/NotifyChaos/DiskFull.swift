@@ -62,7 +62,7 @@ enum DiskFull {
                    "\(deadLetters.count) dead letters; drained \(String(format: "%.1f", catchUp)) s after the space came back; /health \(healthAfter); process alive \(service.isRunning)",
                    deadLetters.count == 0 && drained.isDrained && healthAfter == "200" && service.isRunning)
         let snapshot = try await StoreInspector.snapshot(harness.databasePath)
-        checks.checkStore(snapshot, required: Oracle.expected(events, acknowledged: log.acknowledged))
+        checks.checkStore(snapshot, expected: Oracle.expected(events, acknowledged: log.acknowledged))
         checks.checkDrained(drained)
         service.stop()
     }

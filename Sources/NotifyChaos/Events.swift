@@ -102,10 +102,52 @@ struct Oracle {
         }
     }
 
-    static func expected(_ events: [ChaosEvent], acknowledged: [(sequence: UInt64, index: Int)]) -> [String: Set<String>] {
+    /// What the acked events leave live, and which action keys they leave
+    /// open to the order of consumption.
+    struct Expected {
+        /// Owner → action keys that must be stored.
+        var required: [String: Set<String>]
+        /// Owner → action keys whose outcome the consumption order decides:
+        /// the same event (same `event_id`) published twice with another
+        /// event on its key between the copies. The copy consumed first
+        /// takes effect at its own place (docs/ARCHITECTURE.md, "Stream
+        /// order"); these are neither required nor forbidden.
+        var ambiguous: [String: Set<String>] = [:]
+    }
+
+    static func expected(_ events: [ChaosEvent], acknowledged: [(sequence: UInt64, index: Int)]) -> Expected {
         var oracle = Oracle()
-        for (_, index) in acknowledged.sorted(by: { $0.sequence < $1.sequence }) { oracle.apply(events[index]) }
-        return oracle.live.filter { !$0.value.isEmpty }
+        let ordered = acknowledged.sorted(by: { $0.sequence < $1.sequence }).map { events[$0.index] }
+        for event in ordered { oracle.apply(event) }
+        // Per action key, the positions of each event_id published more than once.
+        var copies: [String: [String: [Int]]] = [:]
+        for (position, event) in ordered.enumerated() {
+            if let id = event.eventID { copies[event.owner + "\u{0}" + event.actionKey, default: [:]][id, default: []].append(position) }
+        }
+        var ambiguous: [String: Set<String>] = [:]
+        for byID in copies.values {
+            let repeated = byID.values.filter { $0.count > 1 }
+            guard !repeated.isEmpty else { continue }
+            let sample = ordered[repeated[0][0]]
+            let onKey = ordered.indices.filter { ordered[$0].owner == sample.owner && ordered[$0].actionKey == sample.actionKey }
+            // Every choice of which copy of each repeated event_id is consumed
+            // first (and so takes effect at its own place); the others are no-ops.
+            var choices: [Set<Int>] = [[]]
+            for positions in repeated.prefix(4) {
+                choices = choices.flatMap { chosen in positions.map { position in chosen.union(positions.filter { $0 != position }) } }
+            }
+            let outcomes = Set(choices.map { skipped -> Bool in
+                var live = false
+                for position in onKey where !skipped.contains(position) {
+                    live = ordered[position].effect == .create
+                }
+                return live
+            })
+            if outcomes.count > 1 { ambiguous[sample.owner, default: []].insert(sample.actionKey) }
+        }
+        var required = oracle.live.filter { !$0.value.isEmpty }
+        for (owner, keys) in ambiguous { required[owner]?.subtract(keys) }
+        return Expected(required: required.filter { !$0.value.isEmpty }, ambiguous: ambiguous)
     }
 }
 

@@ -76,7 +76,7 @@ enum GatewayCrashes {
                    "\(clients.count - mismatches.count)/\(clients.count) equal, \(received) notifications received\(mismatches.isEmpty ? "" : "; " + mismatches.prefix(3).joined(separator: "; ")); \(duplicates) duplicates, \(resets) resets",
                    mismatches.isEmpty && duplicates == 0 && resets == 0)
         let snapshot = try await StoreInspector.snapshot(harness.databasePath)
-        checks.checkStore(snapshot, required: Oracle.expected(allEvents, acknowledged: log.acknowledged))
+        checks.checkStore(snapshot, expected: Oracle.expected(allEvents, acknowledged: log.acknowledged))
         checks.checkDrained(drained)
         gateway.stop()
         worker.stop()
