@@ -45,8 +45,9 @@ bench: deps
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
 
 ## Fault injection against real processes (release notify, nats-server):
-## worker and nats-server crashes and stalls, hostile events, bad tokens,
-## gateway crashes; prints fault | must hold | measured | PASS/FAIL and
+## worker and nats-server crashes and stalls, a locked, full, corrupt or
+## torn store, hostile events and ids, a poison event, bad tokens, gateway
+## crashes, a client that never reads, 5,000 connections; prints fault | must hold | measured | PASS/FAIL and
 ## fails when a check does. CHAOS_ARGS="--only worker-sigkill" runs one
 ## scenario (--list names them). Needs the sqlite3 command (installed).
 chaos: deps
