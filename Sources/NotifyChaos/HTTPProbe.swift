@@ -21,37 +21,23 @@ enum HTTPProbe {
 
     /// Sends one request and reads the whole response; blocks the thread.
     static func exchange(port: Int, method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [], timeoutMilliseconds: Int32 = 5_000) throws(ChaosError) -> HTTPReply {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ChaosError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw ChaosError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
+        let socket = try RawSocket(port: port)
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if !body.isEmpty { head += "Content-Length: \(body.count)\r\n" }
         if !headers.contains(where: { $0.0.lowercased() == "connection" }) { head += "Connection: close\r\n" }
-        let request = Array((head + "\r\n").utf8) + body
-        var sent = 0
-        while sent < request.count {
-            let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard count > 0 else { throw ChaosError("send to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
-            sent += count
+        guard socket.send(Array((head + "\r\n").utf8) + body) else {
+            throw ChaosError("send to 127.0.0.1:\(port): \(String(cString: strerror(errno)))")
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             if let reply = try complete(received) { return reply }
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            var poller = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
             guard poll(&poller, 1, timeoutMilliseconds) > 0 else {
                 throw ChaosError("no complete response from 127.0.0.1:\(port)\(path.split(separator: "?").first.map { String($0) } ?? "") within \(timeoutMilliseconds) ms")
             }
-            let count = recv(fd, &buffer, buffer.count, 0)
+            let count = recv(socket.fd, &buffer, buffer.count, 0)
             if count <= 0 {
                 guard let reply = try complete(received, closed: true) else {
                     throw ChaosError("127.0.0.1:\(port) closed the connection after \(received.count) bytes")

@@ -117,3 +117,33 @@ struct TokenVerifierTests {
         }
     }
 }
+
+@Suite("Where the token is read from")
+struct BearerTokenTests {
+    @Test func theAuthorizationHeaderWinsAndIsTrimmedOfSpacesAndTabs() {
+        #expect(bearerToken(authorization: "Bearer \t abc.def.ghi \t", query: "access_token=other") == "abc.def.ghi")
+        #expect(bearerToken(authorization: "bEaReR abc", query: nil) == "abc")
+        #expect(bearerToken(authorization: "Bearer    ", query: nil) == "")
+    }
+
+    @Test func otherSchemesFallBackToTheQuery() {
+        #expect(bearerToken(authorization: "Basic abc", query: "x=1&access_token=q.r.s") == "q.r.s")
+        #expect(bearerToken(authorization: nil, query: "x=1") == nil)
+        #expect(bearerToken(authorization: nil, query: nil) == nil)
+    }
+
+    @Test func theQueryValueIsPercentDecodedWhenItDecodesToUTF8() {
+        #expect(bearerToken(authorization: nil, query: "access_token=a%2Eb%2ec") == "a.b.c")
+        #expect(bearerToken(authorization: nil, query: "access_token=a%C3%A9") == "aé")
+        // Malformed or not UTF-8: taken as it is (and then refused by the verifier).
+        #expect(bearerToken(authorization: nil, query: "access_token=a%2") == "a%2")
+        #expect(bearerToken(authorization: nil, query: "access_token=a%FF") == "a%FF")
+        #expect(bearerToken(authorization: nil, query: "access_token=") == "")
+    }
+
+    @Test func aSixteenKiBTokenComesBackWhole() {
+        let token = String(repeating: "x", count: 16_384)
+        #expect(bearerToken(authorization: "Bearer " + token, query: nil) == token)
+        #expect(bearerToken(authorization: nil, query: "access_token=" + token) == token)
+    }
+}
