@@ -71,7 +71,7 @@ enum BadTokens {
     /// Sends `count` requests, cycling through the tokens and four ways of
     /// presenting them; blocks the calling thread.
     static func attack(port: Int, tokens: [(name: String, token: String)], count: Int) -> [Outcome] {
-        let upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+        let upgrade = HTTPProbe.webSocketUpgrade
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(count)
         let clock = ContinuousClock()

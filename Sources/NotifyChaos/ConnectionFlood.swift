@@ -117,18 +117,19 @@ enum ConnectionFlood {
         return false
     }
 
-    /// Opens a WebSocket with `token` and reads its first frame.
-    static func handshake(port: Int, token: String) -> Opened {
+    /// Opens a WebSocket with `token` and reads its first frame: the
+    /// socket (when connected) and `hello`, `close <code>` or what went wrong.
+    static func handshake(port: Int, token: String) -> (socket: RawSocket?, outcome: String) {
         do {
             let socket = try RawSocket(port: port)
             let status = try socket.upgrade(path: "/ws?access_token=\(token)", port: port)
-            guard status == 101 else { return Opened(kind: .client(""), socket: socket, outcome: "status \(status)") }
-            guard let frame = socket.nextFrame(timeoutMilliseconds: 10_000) else { return Opened(kind: .client(""), socket: socket, outcome: "no frame") }
-            if let code = frame.closeCode { return Opened(kind: .client(""), socket: socket, outcome: "close \(code)") }
+            guard status == 101 else { return (socket, "status \(status)") }
+            guard let frame = socket.nextFrame(timeoutMilliseconds: 10_000) else { return (socket, "no frame") }
+            if let code = frame.closeCode { return (socket, "close \(code)") }
             let type = ((try? JSONSerialization.jsonObject(with: Data(frame.payload))) as? [String: Any])?["type"] as? String
-            return Opened(kind: .client(""), socket: socket, outcome: type ?? "unreadable frame")
+            return (socket, type ?? "unreadable frame")
         } catch {
-            return Opened(kind: .client(""), socket: nil, outcome: error.description)
+            return (nil, error.description)
         }
     }
 
@@ -188,8 +189,8 @@ enum ConnectionFlood {
         return closedAt
     }
 
-    /// Closes every connection (the sockets close when released).
-    static func drop(_ opened: consuming [Opened]) {
-        opened.removeAll()
+    /// Ends every connection.
+    static func drop(_ opened: [Opened]) {
+        for entry in opened { entry.socket?.hangUp() }
     }
 }

@@ -19,6 +19,11 @@ struct HTTPReply: Sendable {
 enum HTTPProbe {
     private static let queue = DispatchQueue(label: "chaos.http", attributes: .concurrent)
 
+    /// The headers of a WebSocket upgrade request (RFC 6455's sample key).
+    static let webSocketUpgrade = [
+        ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
+
     /// Sends one request and reads the whole response; blocks the thread.
     static func exchange(port: Int, method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [], timeoutMilliseconds: Int32 = 5_000) throws(ChaosError) -> HTTPReply {
         let socket = try RawSocket(port: port)

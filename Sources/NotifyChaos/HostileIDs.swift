@@ -89,12 +89,11 @@ enum HostileIDs {
         // Tokens naming a hostile user id, as `sub` or as `userId`.
         var refused = 0
         var answered: [String] = []
-        let upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
         for entry in Self.ids {
             for claim in ["sub", "userId"] {
                 let token = Tokens.signed(claims: #"{"\#(claim)":\#(quoted(entry.id)),"exp":\#(now + 3_600)}"#)
                 for (name, path, headers) in [("GET /v1/notifications", "/v1/notifications", [("Authorization", "Bearer \(token)")]),
-                                              ("GET /ws", "/ws?access_token=\(token)", upgrade)] {
+                                              ("GET /ws", "/ws?access_token=\(token)", HTTPProbe.webSocketUpgrade)] {
                     let reply = try? await HTTPProbe.request(port: port, path: path, headers: headers)
                     if reply?.status == 401, reply?.json?["error"] != nil { refused += 1 } else { answered.append("\(claim) \(entry.name) on \(name): \(reply.map { String($0.status) } ?? "no answer")") }
                 }

@@ -36,12 +36,9 @@ final class LatencyProbe: Sendable {
         }
     }
 
-    /// Latencies of the probe events published under `keys`, and how many of them arrived.
-    func latencies(_ keys: [String]) -> (milliseconds: [Double], arrived: Int) {
-        state.withLock { state in
-            let values = keys.compactMap { state.milliseconds[$0] }
-            return (values, values.count)
-        }
+    /// Latencies of those probe events published under `keys` that arrived.
+    func latencies(_ keys: [String]) -> [Double] {
+        state.withLock { state in keys.compactMap { state.milliseconds[$0] } }
     }
 
     /// A probe event as sent.

@@ -50,10 +50,10 @@ enum PoisonEvent {
 
         let before = probe.latencies(baseline.map(\.key))
         let with = probe.latencies(during.map(\.key))
-        let (p99Before, p99With) = (percentile(before.milliseconds, 0.99), percentile(with.milliseconds, 0.99))
+        let (p99Before, p99With) = (percentile(before, 0.99), percentile(with, 0.99))
         checks.add("other users' latency unaffected: publish → per-user message p99 while the poison event is retried ≤ 2 × baseline p99 + 2 ms, every one delivered",
-                   "baseline \(latencySummary(before.milliseconds, of: baseline.count)); with the poison event \(latencySummary(with.milliseconds, of: during.count))",
-                   before.arrived == baseline.count && with.arrived == during.count && p99With <= 2 * p99Before + 2)
+                   "baseline \(latencySummary(before, of: baseline.count)); with the poison event \(latencySummary(with, of: during.count))",
+                   before.count == baseline.count && with.count == during.count && p99With <= 2 * p99Before + 2)
 
         var required: [String: Set<String>] = [:]
         for sent in baseline + during where sent.acknowledged { required[sent.owner, default: []].insert(sent.actionKey) }

@@ -53,6 +53,11 @@ final class RawSocket: Sendable {
 
     deinit { Glibc.close(fd) }
 
+    /// Ends the connection now (the descriptor itself is released with the object).
+    func hangUp() {
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     /// Sends everything; `false` when the peer is gone.
     @discardableResult
     func send(_ bytes: [UInt8]) -> Bool {
@@ -80,8 +85,8 @@ final class RawSocket: Sendable {
     /// Sends a WebSocket upgrade for `path` and reads the response head;
     /// the status code (101 when upgraded).
     func upgrade(path: String, port: Int, timeoutMilliseconds: Int32 = 10_000) throws(ChaosError) -> Int {
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n"
+            + HTTPProbe.webSocketUpgrade.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n"
         guard send(Array(request.utf8)) else { throw ChaosError("the gateway closed before the upgrade request was sent") }
         let deadline = ContinuousClock.now + .milliseconds(Int(timeoutMilliseconds))
         let separator: [UInt8] = [13, 10, 13, 10]
