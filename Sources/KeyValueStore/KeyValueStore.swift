@@ -45,6 +45,14 @@ public protocol KeyValueStore: Sendable {
     /// and one cancellation reason per action.
     func transactWriteItems(_ actions: [WriteAction]) async throws(KeyValueStoreError)
 
+    /// Reads, decides and writes in one step; see the default
+    /// implementation's notes. `prefetching` names the keys the plan is
+    /// known to read.
+    func readAndWrite<Result: Sendable>(
+        prefetching keys: [ItemKey],
+        _ plan: @escaping @Sendable (ItemReader) throws(KeyValueStoreError) -> PlannedWrite<Result>
+    ) async throws(KeyValueStoreError) -> Result
+
     /// Puts and deletes without conditions (`BatchWriteItem`).
     func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError)
 

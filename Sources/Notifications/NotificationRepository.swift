@@ -228,17 +228,27 @@ public struct NotificationRepository: Sendable {
 
     private func applyOnce(_ events: [IncomingEvent], publishedOutboxes: [String]) async throws(KeyValueStoreError) -> BatchResult {
         let now = clock()
-        var plan = BatchPlan()
-
-        // Read what decisions depend on: markers and action-key pointers,
-        // then the notifications that retractions would delete.
+        // What decisions depend on: markers and action-key pointers (then,
+        // read by the plan, the notifications that retractions would delete).
         var keys = Set<ItemKey>()
         for incoming in events where !incoming.event.isSelfNotification {
             let owner = incoming.event.owner
             keys.insert(Self.actionKey(owner, incoming.event.actionKey))
             if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
         }
-        plan.record(read: keys, found: try await store.batchGetItems(Array(keys), consistentRead: true))
+        return try await store.readAndWrite(prefetching: Array(keys)) { [self, keys] reader throws(KeyValueStoreError) in
+            try plan(events, reading: keys, with: reader, now: now, publishedOutboxes: publishedOutboxes)
+        }
+    }
+
+    /// Decides what `events` do, given what `reader` finds, and the
+    /// transaction that does it: one action per changed item, each
+    /// conditional on what was read, the counters and the outbox.
+    private func plan(
+        _ events: [IncomingEvent], reading keys: Set<ItemKey>, with reader: ItemReader, now: Int64, publishedOutboxes: [String]
+    ) throws(KeyValueStoreError) -> PlannedWrite<BatchResult> {
+        var plan = BatchPlan()
+        plan.record(read: keys, found: try reader.items(keys))
         var retracted = Set<ItemKey>()
         for incoming in events where incoming.event.kind.effect == .retract {
             let pointer = Self.actionKey(incoming.event.owner, incoming.event.actionKey)
@@ -248,7 +258,7 @@ public struct NotificationRepository: Sendable {
         }
         retracted.subtract(plan.readKeys)
         if !retracted.isEmpty {
-            plan.record(read: retracted, found: try await store.batchGetItems(Array(retracted), consistentRead: true))
+            plan.record(read: retracted, found: try reader.items(retracted))
         }
 
         var outcomes: [EventOutcome] = []
@@ -343,10 +353,7 @@ public struct NotificationRepository: Sendable {
             actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
             outbox = batch
         }
-        if !actions.isEmpty {
-            try await store.transactWriteItems(actions)
-        }
-        return BatchResult(outcomes: outcomes, outbox: outbox)
+        return PlannedWrite(actions: actions, result: BatchResult(outcomes: outcomes, outbox: outbox))
     }
 
     // MARK: Retention

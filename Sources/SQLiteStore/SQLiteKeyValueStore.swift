@@ -190,54 +190,102 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         for action in actions { try Self.validate(action.key) }
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
         // Encode on the caller's thread: the writer thread is the bottleneck.
-        let encoded: [EncodedItem?] = actions.map { action in
-            if case .put(let item, _) = action { return EncodedItem(item, timeToLive: ttl) }
-            return nil
-        }
+        let encoded = Self.encode(actions, timeToLive: ttl)
         try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) in
-                var reasons = [KeyValueStoreError.CancellationReason](repeating: .none, count: actions.count)
-                var failed = false
-                // Actions touch distinct items, so one action's write cannot
-                // change another's condition; on any failure all is rolled back.
-                for (index, action) in actions.enumerated() {
-                    let holds: Bool
-                    switch action {
-                    case .put(_, .itemNotExists?):
-                        holds = try Self.insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
-                    case .put(let item, let condition):
-                        if let condition {
-                            holds = try Self.stored(item.key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
-                        } else {
-                            holds = true
-                        }
-                        if holds { try Self.write(encoded[index]!, on: connection, sql: sql) }
-                    case .delete(let key, let condition):
-                        if let condition {
-                            holds = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
-                        } else {
-                            holds = true
-                        }
-                        if holds { try Self.remove(key, on: connection, sql: sql) }
-                    case .update(let key, let update, let condition):
-                        let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
-                        holds = condition.map(stored.satisfies) ?? true
-                        if holds {
-                            let new = try update.applied(to: stored.live, key: key)
-                            try Self.write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
-                        }
-                    case .conditionCheck(let key, let condition):
-                        holds = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
-                    }
-                    if !holds {
-                        reasons[index] = .conditionalCheckFailed
-                        failed = true
-                    }
-                }
-                if failed {
-                    throw KeyValueStoreError(code: .transactionCanceled, message: "nothing was written", cancellationReasons: reasons)
-                }
+                try Self.execute(actions, encoded: encoded, on: connection, sql: sql, timeToLive: ttl, now: now)
             }
+        }
+    }
+
+    /// Runs the plan inside one write transaction on the writer: its reads
+    /// see the latest writes, and no other writer can change what it read
+    /// before its actions are written, so the whole step is one hop to the
+    /// writer and one commit.
+    public func readAndWrite<Result: Sendable>(
+        prefetching keys: [ItemKey],
+        _ plan: @escaping @Sendable (ItemReader) throws(KeyValueStoreError) -> PlannedWrite<Result>
+    ) async throws(KeyValueStoreError) -> Result {
+        for key in keys { try Self.validate(key) }
+        let (sql, ttl, now) = (sql, timeToLive, clock.now())
+        return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
+            try Self.transaction(on: connection) { () throws(KeyValueStoreError) -> Result in
+                let reader = ItemReader { keys throws(KeyValueStoreError) in
+                    var found: [ItemKey: Item] = [:]
+                    found.reserveCapacity(keys.count)
+                    for key in keys {
+                        try Self.validate(key)
+                        if let item = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now) { found[key] = item }
+                    }
+                    return found
+                }
+                let planned = try plan(reader)
+                if !planned.actions.isEmpty {
+                    try planned.actions.validateTransaction()
+                    for action in planned.actions { try Self.validate(action.key) }
+                    let encoded = Self.encode(planned.actions, timeToLive: ttl)
+                    try Self.execute(planned.actions, encoded: encoded, on: connection, sql: sql, timeToLive: ttl, now: now)
+                }
+                return planned.result
+            }
+        }
+    }
+
+    /// The rows of the transaction's puts, by action index.
+    private static func encode(_ actions: [WriteAction], timeToLive: TimeToLive?) -> [EncodedItem?] {
+        actions.map { action in
+            if case .put(let item, _) = action { return EncodedItem(item, timeToLive: timeToLive) }
+            return nil
+        }
+    }
+
+    /// Checks each action's condition and writes it, inside the caller's
+    /// transaction; throws a cancellation (for the caller to roll back)
+    /// when any condition fails.
+    private static func execute(
+        _ actions: [WriteAction], encoded: [EncodedItem?], on connection: SQLiteConnection, sql: Statements,
+        timeToLive ttl: TimeToLive?, now: Int64
+    ) throws(KeyValueStoreError) {
+        var reasons = [KeyValueStoreError.CancellationReason](repeating: .none, count: actions.count)
+        var failed = false
+        // Actions touch distinct items, so one action's write cannot
+        // change another's condition; on any failure all is rolled back.
+        for (index, action) in actions.enumerated() {
+            let holds: Bool
+            switch action {
+            case .put(_, .itemNotExists?):
+                holds = try insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
+            case .put(let item, let condition):
+                if let condition {
+                    holds = try stored(item.key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
+                } else {
+                    holds = true
+                }
+                if holds { try write(encoded[index]!, on: connection, sql: sql) }
+            case .delete(let key, let condition):
+                if let condition {
+                    holds = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
+                } else {
+                    holds = true
+                }
+                if holds { try remove(key, on: connection, sql: sql) }
+            case .update(let key, let update, let condition):
+                let stored = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                holds = condition.map(stored.satisfies) ?? true
+                if holds {
+                    let new = try update.applied(to: stored.live, key: key)
+                    try write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
+                }
+            case .conditionCheck(let key, let condition):
+                holds = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
+            }
+            if !holds {
+                reasons[index] = .conditionalCheckFailed
+                failed = true
+            }
+        }
+        if failed {
+            throw KeyValueStoreError(code: .transactionCanceled, message: "nothing was written", cancellationReasons: reasons)
         }
     }
 

@@ -332,6 +332,85 @@ struct ConformanceTests {
         }
     }
 
+    // MARK: Read, plan, write
+
+    @Test(arguments: Backend.allCases)
+    func readAndWriteSeesWhatIsStoredAndWritesWhatThePlanDecides(backend: Backend) async throws {
+        try await backend.withStore { (store) async throws in
+            let counter = ItemKey(partition: "p", sort: "counter"), log = ItemKey(partition: "p", sort: "log")
+            try await store.putItem(Item(key: counter, attributes: ["n": 41]))
+            let seen = try await store.readAndWrite(prefetching: [counter, log]) { reader throws(KeyValueStoreError) in
+                let found = try reader.items([counter, log])
+                let old = found[counter]!
+                let n = old["n"]!.integerValue! + 1
+                return PlannedWrite(
+                    actions: [
+                        .put(Item(key: counter, attributes: ["n": .integer(n)]), condition: .matches(old)),
+                        .put(Item(key: log, attributes: ["last": .integer(n)]), condition: .itemNotExists),
+                    ],
+                    result: found.count)
+            }
+            #expect(seen == 1)
+            #expect(try await store.getItem(counter)?["n"] == 42)
+            #expect(try await store.getItem(log)?["last"] == 42)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func readAndWriteServesKeysThePlanReadsWithoutPrefetching(backend: Backend) async throws {
+        try await backend.withStore { (store) async throws in
+            let pointer = ItemKey(partition: "p", sort: "pointer"), target = ItemKey(partition: "p", sort: "target")
+            try await store.putItem(Item(key: pointer, attributes: ["to": "target"]))
+            try await store.putItem(Item(key: target, attributes: ["v": 7]))
+            // The second read depends on the first, as a retraction's does.
+            let value = try await store.readAndWrite(prefetching: [pointer]) { reader throws(KeyValueStoreError) in
+                let next = try reader.items([pointer])[pointer]?["to"]?.stringValue
+                let item = try next.flatMap { name throws(KeyValueStoreError) in
+                    try reader.items([ItemKey(partition: "p", sort: name)]).values.first
+                }
+                return PlannedWrite(actions: item.map { [.delete($0.key, condition: .matches($0))] } ?? [], result: item?["v"])
+            }
+            #expect(value == 7)
+            #expect(try await store.getItem(target) == nil)
+            #expect(try await store.getItem(pointer) != nil)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func readAndWriteWithAFailedConditionWritesNothing(backend: Backend) async throws {
+        try await backend.withStore { (store) async throws in
+            let a = ItemKey(partition: "p", sort: "a"), b = ItemKey(partition: "p", sort: "b")
+            try await store.putItem(Item(key: b, attributes: ["v": 1]))
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                try await store.readAndWrite(prefetching: []) { _ throws(KeyValueStoreError) in
+                    PlannedWrite(actions: [
+                        .put(Item(key: a, attributes: ["v": 1]), condition: .itemNotExists),
+                        .put(Item(key: b, attributes: ["v": 2]), condition: .itemNotExists),
+                    ], result: ())
+                }
+            }
+            #expect(error?.code == .transactionCanceled)
+            #expect(error?.failedActionIndices == [1])
+            #expect(try await store.getItem(a) == nil)
+            #expect(try await store.getItem(b)?["v"] == 1)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func readAndWriteDoesNotSeeExpiredItemsAndMayWriteNothing(backend: Backend) async throws {
+        let clock = ManualClock()
+        try await backend.withStore(clock: clock) { (store) async throws in
+            let short = ItemKey(partition: "p", sort: "short")
+            try await store.putItem(Item(key: short, attributes: ["expires_at": .integer(clock.now + 10)]))
+            clock.advance(by: 11)
+            let found = try await store.readAndWrite(prefetching: [short]) { reader throws(KeyValueStoreError) in
+                PlannedWrite(actions: [], result: try reader.items([short]).count)
+            }
+            #expect(found == 0)
+            #expect(try await store.expiredItems(limit: 10).map(\.key) == [short])
+        }
+    }
+
     // MARK: Batches
 
     @Test(arguments: Backend.allCases)
