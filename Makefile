@@ -7,7 +7,7 @@ BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
 CHAOS_ARGS  ?=
 
-.PHONY: deps build release run test browser-test bench chaos leak-check fuzz verify-image clean
+.PHONY: deps build release run test browser-test bench sqlite-ceiling chaos leak-check fuzz verify-image clean
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
@@ -43,6 +43,16 @@ bench: deps
 	$(SWIFT) build -c release --product notify
 	.build/release/NotifyBenchmark $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
+
+## SQLite's own ceiling for the store's row work per event (C, no NATS,
+## JSON or Swift): 200,000 events in batches of 1,024, 8,192 and 32,768,
+## with SQLite's autocheckpoint and with none. One JSON line per run.
+sqlite-ceiling: deps
+	@scripts/install-packages.sh gcc
+	@mkdir -p .build
+	gcc -O2 -o .build/sqlite-ceiling bench/sqlite-ceiling.c -lsqlite3
+	for batch in 1024 8192 32768; do for checkpoint in 1 0; do \
+		.build/sqlite-ceiling 200000 $$batch 1000 $$checkpoint $${TMPDIR:-/tmp} || exit 1; done; done
 
 ## Fault injection against real processes (release notify, nats-server):
 ## worker and nats-server crashes and stalls, a locked, full, corrupt or
