@@ -44,8 +44,9 @@ extension KeyValueStore {
     /// This default (what a DynamoDB backend does) reads `prefetching`,
     /// runs the plan on what was read and writes its actions with
     /// ``transactWriteItems(_:)``; a plan that asks for keys not read yet
-    /// is run again once they are, so it must have no effects beyond its
-    /// result. A concurrent writer makes the transaction fail its
+    /// is run again once they are, so anything it does besides returning
+    /// must be harmless to repeat (the repository's plan only draws fresh
+    /// notification ids). A concurrent writer makes the transaction fail its
     /// conditions (the caller plans again). Stores with a write lock
     /// (SQLite) run all of it under the lock in one step, where the
     /// conditions cannot fail and nothing waits between reading and writing.
