@@ -142,7 +142,7 @@ let package = Package(
         // Tests
         .target(
             name: "TestSupport",
-            dependencies: ["KeyValueStore", "SQLiteStore"],
+            dependencies: ["KeyValueStore", "SQLiteStore", "ProcessSupport"],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),

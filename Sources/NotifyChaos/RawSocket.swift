@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -27,28 +28,11 @@ final class RawSocket: Sendable {
 
     /// Connects; `receiveBuffer` sets SO_RCVBUF first (a small window for a client that never reads).
     init(port: Int, receiveBuffer: Int32? = nil) throws(ChaosError) {
-        fd = try Self.connected(port: port, receiveBuffer: receiveBuffer)
-    }
-
-    private static func connected(port: Int, receiveBuffer: Int32?) throws(ChaosError) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ChaosError("socket: \(String(cString: strerror(errno)))") }
-        if var size = receiveBuffer {
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        do {
+            fd = try LoopbackSocket.connect(port: port, receiveBuffer: receiveBuffer)
+        } catch {
+            throw ChaosError(error.description)
         }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw ChaosError("connect to 127.0.0.1:\(port): \(reason)")
-        }
-        return fd
     }
 
     deinit { Glibc.close(fd) }

@@ -1,5 +1,6 @@
 import Dispatch
 public import Foundation
+import ProcessSupport
 
 /// A minimal HTTP/1.1 client over a plain socket, for tests that need what
 /// higher-level clients hide: the exact status line of a refused WebSocket
@@ -12,19 +13,7 @@ public final class RawHTTPConnection: @unchecked Sendable {
 
     /// Connects to 127.0.0.1:`port`.
     public init(port: Int) throws {
-        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw RawHTTPError("socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else {
-            close(socket)
-            throw RawHTTPError("connect to port \(port): \(String(cString: strerror(errno)))")
-        }
+        socket = try LoopbackSocket.connect(port: port)
     }
 
     deinit {
