@@ -103,7 +103,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // nats-server and notify as child processes, for the benchmark and the chaos suite.
+        // nats-server and notify as child processes, and a loopback socket for
+        // raw clients: for the benchmark, the chaos suite and the tests.
         .target(
             name: "ProcessSupport",
             swiftSettings: swiftSettings
