@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Fuzzing harnesses (`make fuzz`); built normally they replay a corpus.
@@ -51,6 +52,26 @@ let package = Package(
             name: "KeyValueStore",
             swiftSettings: swiftSettings
         ),
+        // A strict JSON parser and a byte writer, shared by the event
+        // decoder, the gateway and the DynamoDB wire format.
+        .target(
+            name: "JSON",
+            swiftSettings: swiftSettings
+        ),
+        // The only Swift that speaks DynamoDB's HTTP API (AWS Signature V4).
+        .target(
+            name: "DynamoDBStore",
+            dependencies: [
+                "KeyValueStore",
+                "JSON",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SQLiteStore",
             dependencies: ["CSQLite", "KeyValueStore"],
@@ -61,6 +82,7 @@ let package = Package(
             dependencies: [
                 "NATS",
                 "KeyValueStore",
+                "JSON",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -72,6 +94,7 @@ let package = Package(
             dependencies: [
                 "NATS",
                 "Notifications",
+                "JSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -92,6 +115,7 @@ let package = Package(
                 "NATS",
                 "KeyValueStore",
                 "SQLiteStore",
+                "DynamoDBStore",
                 "Notifications",
                 "Gateway",
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -143,13 +167,18 @@ let package = Package(
         // Tests
         .target(
             name: "TestSupport",
-            dependencies: ["KeyValueStore", "SQLiteStore", "ProcessSupport"],
+            dependencies: ["KeyValueStore", "SQLiteStore", "DynamoDBStore", "ProcessSupport"],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "KeyValueStoreTests",
-            dependencies: ["KeyValueStore", "SQLiteStore", "TestSupport"],
+            dependencies: ["KeyValueStore", "SQLiteStore", "DynamoDBStore", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DynamoDBStoreTests",
+            dependencies: ["DynamoDBStore", "KeyValueStore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -159,7 +188,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NotificationsTests",
-            dependencies: ["Notifications", "NATS", "KeyValueStore", "SQLiteStore", "TestSupport"],
+            dependencies: ["Notifications", "JSON", "NATS", "KeyValueStore", "SQLiteStore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import JSON
 import KeyValueStore
 public import Logging
 public import NATS

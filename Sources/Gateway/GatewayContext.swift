@@ -1,5 +1,6 @@
 public import Hummingbird
 import Foundation
+import JSON
 import NIOCore
 
 /// The request context of every gateway route: Hummingbird's core storage

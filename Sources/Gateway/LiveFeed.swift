@@ -1,3 +1,4 @@
+import JSON
 import KeyValueStore
 import NATS
 import Notifications

@@ -1,4 +1,5 @@
 import Hummingbird
+import JSON
 public import Logging
 public import NATS
 import NIOCore

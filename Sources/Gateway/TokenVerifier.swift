@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import JSON
 import Notifications
 
 /// Why a token was refused. The raw value is the label of

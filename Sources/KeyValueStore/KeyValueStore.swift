@@ -56,6 +56,10 @@ public protocol KeyValueStore: Sendable {
     /// Puts and deletes without conditions (`BatchWriteItem`).
     func batchWriteItems(_ requests: [BatchWriteRequest]) async throws(KeyValueStoreError)
 
+    /// The most actions one ``transactWriteItems(_:)`` takes (DynamoDB:
+    /// 100); callers with more split their work.
+    var transactionActionLimit: Int { get }
+
     /// Up to `limit` items whose time to live has passed but that are still
     /// stored (reads no longer see them), the longest expired first. What
     /// removes them, deleting each under ``Condition/expired``, can change
@@ -64,6 +68,9 @@ public protocol KeyValueStore: Sendable {
 }
 
 extension KeyValueStore {
+    /// No limit, unless a store says otherwise.
+    public var transactionActionLimit: Int { .max }
+
     public func getItem(_ key: ItemKey) async throws(KeyValueStoreError) -> Item? {
         try await getItem(key, consistentRead: false)
     }

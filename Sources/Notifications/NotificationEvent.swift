@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// An inbound event that passed every rule of CONTRACT §1.
 public struct NotificationEvent: Sendable, Hashable {

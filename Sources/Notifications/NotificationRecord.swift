@@ -1,3 +1,4 @@
+import JSON
 import KeyValueStore
 
 /// A stored notification: the event's fields (less `event_id`) plus its id,

@@ -204,12 +204,33 @@ public struct NotificationRepository: Sendable {
 
     // MARK: Applying events
 
+    /// How many events one ``apply(_:publishedOutboxes:)`` takes: all of
+    /// them on a store without a transaction limit; on DynamoDB (100
+    /// actions) what fits when each event writes three items and a counter,
+    /// with the outbox and ``maxPublishedOutboxes`` deletions on top.
+    public var eventsPerTransaction: Int {
+        let limit = store.transactionActionLimit
+        if limit == .max { return .max }
+        return max(1, (limit - 1 - Self.maxPublishedOutboxes) / 4)
+    }
+
+    /// The most published outboxes one transaction deletes.
+    public static let maxPublishedOutboxes = 4
+
     /// Applies `events` in order in one transaction and returns what each
     /// did and the outbox to publish.
     ///
-    /// - Parameter publishedOutboxes: ids of outboxes already published,
-    ///   deleted in the same transaction (saves a commit per batch).
+    /// - Parameter publishedOutboxes: ids of outboxes already published
+    ///   (at most ``maxPublishedOutboxes``), deleted in the same transaction
+    ///   (saves a commit per batch).
+    /// - Throws: a validation error for more than ``eventsPerTransaction``
+    ///   events: callers split larger batches.
     public func apply(_ events: [IncomingEvent], publishedOutboxes: [String] = []) async throws(KeyValueStoreError) -> BatchResult {
+        guard events.count <= eventsPerTransaction, publishedOutboxes.count <= Self.maxPublishedOutboxes else {
+            throw KeyValueStoreError(
+                code: .validation,
+                message: "a batch of \(events.count) events and \(publishedOutboxes.count) published outboxes does not fit one transaction of this store (at most \(eventsPerTransaction) events and \(Self.maxPublishedOutboxes) outboxes)")
+        }
         var attempt = 1
         while true {
             do {
@@ -502,8 +523,8 @@ public struct NotificationRepository: Sendable {
         var seen = Set<String>()
         for id in ids where seen.insert(id).inserted { unique.append(id) }
         var changed: [String] = []
-        for chunk in stride(from: 0, to: unique.count, by: Self.markReadChunk) {
-            let part = Array(unique[chunk..<min(chunk + Self.markReadChunk, unique.count)])
+        for chunk in stride(from: 0, to: unique.count, by: markReadChunk) {
+            let part = Array(unique[chunk..<min(chunk + markReadChunk, unique.count)])
             changed += try await markReadOnce(owner: owner, keys: part.map { Self.notificationKey(owner, $0) })
         }
         return changed
@@ -516,7 +537,7 @@ public struct NotificationRepository: Sendable {
         var start: ItemKey?
         repeat {
             let page = try await store.query(Query(
-                partition: partition, sortKey: .beginsWith("N#"), limit: Self.markReadChunk, exclusiveStartKey: start))
+                partition: partition, sortKey: .beginsWith("N#"), limit: markReadChunk, exclusiveStartKey: start))
             let unread = page.items.filter { $0["read"]?.boolValue == false }.map(\.key)
             if !unread.isEmpty { changed += try await markReadOnce(owner: owner, keys: unread) }
             start = page.lastEvaluatedKey
@@ -524,7 +545,8 @@ public struct NotificationRepository: Sendable {
         return changed
     }
 
-    static let markReadChunk = 500
+    /// Notifications marked read per transaction (with their counter).
+    var markReadChunk: Int { min(500, store.transactionActionLimit - 1) }
 
     private func markReadOnce(owner: String, keys: [ItemKey]) async throws(KeyValueStoreError) -> [String] {
         var attempt = 1

@@ -316,6 +316,20 @@ final class WorkerLoop {
             }
         }
         guard !accepted.isEmpty else { return [] }
+        // A store with a transaction limit (DynamoDB) takes the batch in
+        // parts, each committed, published and settled before the next.
+        let size = min(worker.repository.eventsPerTransaction, accepted.count)
+        var failed: [(Delivery, KeyValueStoreError)] = []
+        for start in stride(from: 0, to: accepted.count, by: size) {
+            failed += await storeOrSplit(Array(accepted[start..<min(start + size, accepted.count)]))
+        }
+        return failed
+    }
+
+    /// Stores `accepted` in one transaction; when that fails for something
+    /// other than the store itself, one event at a time, so one bad event
+    /// cannot hold back the rest. Returns what failed.
+    private func storeOrSplit(_ accepted: [(Delivery, IncomingEvent)]) async -> [(Delivery, KeyValueStoreError)] {
         do {
             try await store(accepted)
             return []
@@ -374,7 +388,7 @@ final class WorkerLoop {
     private func store(_ entries: [(Delivery, IncomingEvent)]) async throws(KeyValueStoreError) {
         let started = ContinuousClock.now
         // Outboxes published earlier are deleted in this same transaction.
-        let published = undeleted
+        let published = Array(undeleted.prefix(NotificationRepository.maxPublishedOutboxes))
         let result = try await worker.repository.apply(entries.map(\.1), publishedOutboxes: published)
         undeleted.removeFirst(published.count)
         metrics.storeTransaction(since: started)

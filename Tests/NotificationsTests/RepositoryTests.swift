@@ -451,8 +451,11 @@ struct RepositoryTests {
     @Test(arguments: Backend.allCases)
     func markAllReadWorksAcrossChunks(backend: Backend) async throws {
         try await Self.withRepository(backend) { repository in
-            let count = NotificationRepository.markReadChunk + 17
-            _ = try await repository.apply((0..<count).map { Self.event(resource: "r\($0)") })
+            let count = repository.markReadChunk + 17
+            let events = (0..<count).map { Self.event(resource: "r\($0)") }
+            for start in stride(from: 0, to: count, by: repository.eventsPerTransaction) {
+                _ = try await repository.apply(Array(events[start..<min(start + repository.eventsPerTransaction, count)]))
+            }
             #expect(try await repository.unreadCount(owner: "ana") == Int64(count))
             #expect(try await repository.markAllRead(owner: "ana").count == count)
             #expect(try await repository.unreadCount(owner: "ana") == 0)

@@ -16,6 +16,13 @@ public final class ManualClock: Sendable {
 public enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case inMemory
     case sqlite
+    /// DynamoDB's API on moto's server; left out when moto is not installed
+    /// (outside CI).
+    case dynamodb
+
+    public static var allCases: [Backend] {
+        DynamoDBEmulator.isEnabled ? [.inMemory, .sqlite, .dynamodb] : [.inMemory, .sqlite]
+    }
 
     public var testDescription: String { rawValue }
 
@@ -39,6 +46,8 @@ public enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable
                 }
                 await database.close()
             }
+        case .dynamodb:
+            try await body(try await DynamoDBEmulator.store(clock: clock.storeClock))
         }
     }
 }

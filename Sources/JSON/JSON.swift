@@ -312,4 +312,62 @@ package struct JSONWriter {
         raw(name)
         raw("\":")
     }
+
+    /// A whole value. ``JSONValue/nonIntegerNumber`` keeps no digits and
+    /// is written as `null`; build documents with integers and strings.
+    package mutating func value(_ value: JSONValue) {
+        switch value {
+        case .null, .nonIntegerNumber: raw("null")
+        case .bool(let flag): bool(flag)
+        case .integer(let number): integer(number)
+        case .string(let text): string(text)
+        case .array(let elements):
+            bytes.append(UInt8(ascii: "["))
+            for (index, element) in elements.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                self.value(element)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let members):
+            bytes.append(UInt8(ascii: "{"))
+            for (index, (name, member)) in members.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                string(name)
+                bytes.append(UInt8(ascii: ":"))
+                self.value(member)
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral {
+    package init(stringLiteral value: String) { self = .string(value) }
+}
+
+extension JSONValue {
+    /// The member `name` of an object; `nil` for a missing member or a
+    /// value that is not an object.
+    package subscript(name: String) -> JSONValue? {
+        if case .object(let members) = self { return members[name] }
+        return nil
+    }
+
+    /// The string payload, or `nil`.
+    package var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
+    /// The elements of an array, or `nil`.
+    package var arrayValue: [JSONValue]? {
+        if case .array(let elements) = self { return elements }
+        return nil
+    }
+
+    /// The members of an object, or `nil`.
+    package var objectValue: [String: JSONValue]? {
+        if case .object(let members) = self { return members }
+        return nil
+    }
 }
