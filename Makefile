@@ -28,6 +28,7 @@ run: deps release
 
 ## Unit and integration tests (they start their own nats-server).
 test: deps
+	@scripts/install-moto.sh
 	$(SWIFT) test
 
 ## The demo page in headless Chromium (installs chromium and chromium-driver).

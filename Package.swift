@@ -206,7 +206,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NotifyCommandTests",
-            dependencies: ["notify", "NATS", "SQLiteStore", "KeyValueStore", "Notifications", "Gateway", "TestSupport"],
+            dependencies: ["notify", "NATS", "SQLiteStore", "DynamoDBStore", "KeyValueStore", "Notifications", "Gateway", "TestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

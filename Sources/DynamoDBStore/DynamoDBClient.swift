@@ -52,6 +52,18 @@ public struct DynamoDBConfiguration: Sendable {
     }
 }
 
+extension DynamoDBConfiguration {
+    /// The `host[:port]` of an `http://` or `https://` endpoint, as the
+    /// `Host` header carries it; `nil` for anything else.
+    public static func host(of endpoint: String) -> String? {
+        for scheme in ["https://", "http://"] where endpoint.hasPrefix(scheme) {
+            let authority = endpoint.dropFirst(scheme.count).prefix { $0 != "/" }
+            return authority.isEmpty ? nil : String(authority)
+        }
+        return nil
+    }
+}
+
 /// An error DynamoDB answered with (`__type` and message), before it is
 /// mapped to a ``KeyValueStoreError``.
 struct DynamoDBServiceError: Sendable {
@@ -82,22 +94,12 @@ struct DynamoDBClient: Sendable {
         self.configuration = configuration
         self.logger = logger
         signer = SignatureV4(credentials: configuration.credentials, region: configuration.region, service: "dynamodb")
-        guard let host = Self.host(of: configuration.endpoint) else {
+        guard let host = DynamoDBConfiguration.host(of: configuration.endpoint) else {
             throw KeyValueStoreError(
                 code: .validation,
                 message: "DYNAMODB_ENDPOINT '\(configuration.endpoint)' is not an http:// or https:// URL with a host")
         }
         self.host = host
-    }
-
-    /// `host[:port]` as the `Host` header carries it.
-    static func host(of endpoint: String) -> String? {
-        for scheme in ["https://", "http://"] where endpoint.hasPrefix(scheme) {
-            let rest = endpoint.dropFirst(scheme.count)
-            let authority = rest.prefix { $0 != "/" }
-            return authority.isEmpty ? nil : String(authority)
-        }
-        return nil
     }
 
     /// Calls `operation` (`PutItem`, `TransactWriteItems`, …) with `request`,

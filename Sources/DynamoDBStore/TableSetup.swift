@@ -73,6 +73,18 @@ extension DynamoDBKeyValueStore {
             timeToLiveAttribute: timeToLive?.attributeName)
     }
 
+    /// Deletes the table and everything in it; a missing table is not an
+    /// error. For tests and teardown: nothing in notify calls it.
+    public func deleteTable() async throws(KeyValueStoreError) {
+        do throws(DynamoDBCallError) {
+            _ = try await client.call("DeleteTable", ["TableName": .string(configuration.tableName)])
+        } catch {
+            guard case .service(let service) = error, service.type == "ResourceNotFoundException" else {
+                throw mapped(error, operation: "DeleteTable")
+            }
+        }
+    }
+
     /// Throws unless the table exists with notify's key schema; the message
     /// says how to create it.
     public func checkTable() async throws(KeyValueStoreError) {

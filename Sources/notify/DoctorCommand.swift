@@ -1,4 +1,5 @@
 import ArgumentParser
+import DynamoDBStore
 import Foundation
 import KeyValueStore
 import NATS
@@ -41,8 +42,13 @@ struct DoctorCommand: AsyncParsableCommand {
             _ = report.check("settings: gateway (JWT_SECRET, ALLOWED_ORIGINS, PORT)") { try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: nil) }
         }
         if let storeSettings {
-            report.checkDataDirectory(storeSettings)
-            await report.checkStore(storeSettings)
+            switch storeSettings.backend {
+            case .sqlite:
+                report.checkDataDirectory(storeSettings)
+                await report.checkStore(storeSettings)
+            case .dynamodb:
+                await report.checkDynamoDB(storeSettings)
+            }
         }
         if let common {
             try await withNATSLibrary {
@@ -130,6 +136,18 @@ struct DoctorReport {
             await database.close()
         } catch {
             fail("store \(path) opens", error.description)
+        }
+    }
+
+    /// The DynamoDB table answers and has notify's keys.
+    mutating func checkDynamoDB(_ settings: StoreSettings) async {
+        let what = "store: \(settings.location)"
+        guard let configuration = settings.dynamoDB else { return fail(what, "STORE=dynamodb is not configured") }
+        do {
+            try await DynamoDBKeyValueStore(configuration: configuration).checkTable()
+            pass(what)
+        } catch {
+            fail(what, error.message)
         }
     }
 

@@ -23,10 +23,16 @@ struct CommonOptions: ParsableArguments {
 
 /// Flags of the store.
 struct StoreOptions: ParsableArguments {
+    @Option(name: .customLong("store"), help: "sqlite (embedded, in DATA_DIR) or dynamodb. [env: STORE, default: sqlite]")
+    var store: String?
+
+    @Option(name: .customLong("dynamodb-endpoint"), help: "DynamoDB endpoint, for local emulators; AWS's regional endpoint when unset. [env: DYNAMODB_ENDPOINT]")
+    var dynamoDBEndpoint: String?
+
     @Option(name: .customLong("data-dir"), help: "Directory of the embedded store. [env: DATA_DIR, default: ./data]")
     var dataDirectory: String?
 
-    @Option(name: .customLong("table-name"), help: "Store table name. [env: NOTIF_TABLE_NAME, default: notifications]")
+    @Option(name: .customLong("table-name"), help: "Store table name (SQLite table or DynamoDB table). [env: NOTIF_TABLE_NAME, default: notifications]")
     var tableName: String?
 
     @Option(name: .customLong("sqlite-synchronous"), help: "full (survives power loss) or normal (survives a crash). [env: SQLITE_SYNCHRONOUS, default: full]")

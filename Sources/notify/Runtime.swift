@@ -1,4 +1,5 @@
 import ArgumentParser
+import DynamoDBStore
 import Foundation
 import Gateway
 import KeyValueStore
@@ -16,8 +17,8 @@ import UnixSignals
 struct Runtime {
     let common: CommonSettings
     let connection: NATSConnection
-    let database: SQLiteDatabase
-    let store: SQLiteKeyValueStore
+    /// The SQLite file, closed last; `nil` on DynamoDB.
+    let database: SQLiteDatabase?
     let repository: NotificationRepository
     let metrics: PrometheusCollectorRegistry
     let logger: Logger
@@ -35,30 +36,51 @@ struct Runtime {
                 }
             }
         }
-        do {
-            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-        } catch {
-            fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
-        }
-        guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
-            fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
-        }
-        let database: SQLiteDatabase
-        let store: SQLiteKeyValueStore
-        do {
-            database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
-            store = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
-        } catch {
-            fail("cannot open the store: \(error.message)", code: exitUnavailable)
-        }
-        logger.info("store opened", metadata: ["path": .string(settings.databasePath), "table": .string(settings.tableName)])
+        let (store, database) = await openStore(settings, logger: logger)
         let repository = NotificationRepository(
             store: store, userSubjectPrefix: common.userSubjectPrefix, retention: settings.retention)
-        return Runtime(common: common, connection: connection, database: database, store: store, repository: repository, metrics: metrics, logger: logger)
+        return Runtime(common: common, connection: connection, database: database, repository: repository, metrics: metrics, logger: logger)
     }
 
-    /// The worker's services: the TTL sweeper and the worker.
-    func worker(_ settings: WorkerSettings) async throws -> [any Service] {
+    /// The store `settings` name, ready for use, and the SQLite file behind
+    /// it, if any; on failure the process ends with a one-line error.
+    static func openStore(_ settings: StoreSettings, logger: Logger) async -> (any KeyValueStore, SQLiteDatabase?) {
+        switch settings.backend {
+        case .sqlite:
+            do {
+                try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+            } catch {
+                fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
+            }
+            guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
+                fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
+            }
+            do {
+                let database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
+                let store = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
+                logger.info("store opened", metadata: ["store": "sqlite", "path": .string(settings.databasePath), "table": .string(settings.tableName)])
+                return (store, database)
+            } catch {
+                fail("cannot open the store: \(error.message)", code: exitUnavailable)
+            }
+        case .dynamodb:
+            guard let configuration = settings.dynamoDB else { fail("STORE=dynamodb is not configured", code: exitBadSetting) }
+            do {
+                let store = try DynamoDBKeyValueStore(configuration: configuration, logger: logger)
+                try await store.checkTable()
+                logger.info("store opened", metadata: [
+                    "store": "dynamodb", "endpoint": .string(configuration.endpoint), "region": .string(configuration.region),
+                    "table": .string(configuration.tableName),
+                ])
+                return (store, nil)
+            } catch {
+                fail("cannot open the store (\(settings.location)): \(error.message)", code: exitUnavailable)
+            }
+        }
+    }
+
+    /// The worker's services: the TTL sweeper (unless turned off) and the worker.
+    func worker(_ settings: WorkerSettings, store: StoreSettings) async throws -> [any Service] {
         let worker: NotificationWorker
         do {
             worker = try await NotificationWorker.prepare(
@@ -67,7 +89,8 @@ struct Runtime {
             await close()
             fail("cannot start the worker: \(error)", code: exitUnavailable)
         }
-        return [ExpirySweeper(repository: repository, logger: logger), worker]
+        guard let interval = store.sweepInterval else { return [worker] }
+        return [ExpirySweeper(repository: repository, interval: interval, logger: logger), worker]
     }
 
     /// The gateway's services: the HTTP server and its drain.
@@ -97,7 +120,7 @@ struct Runtime {
 
     /// Closes the store, then NATS.
     func close() async {
-        await database.close()
+        await database?.close()
         await connection.close()
     }
 }

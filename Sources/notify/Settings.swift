@@ -1,4 +1,5 @@
 import ArgumentParser
+import DynamoDBStore
 import Foundation
 import NATS
 import Notifications
@@ -183,15 +184,31 @@ struct CommonSettings {
     }
 }
 
-/// Settings of the embedded store.
+/// Which store holds the notifications (`STORE`).
+enum StoreBackend: String, CaseIterable {
+    /// One SQLite file in `DATA_DIR`: one machine.
+    case sqlite
+    /// Amazon DynamoDB (or a compatible server): any number of workers and
+    /// gateways on any machines.
+    case dynamodb
+}
+
+/// Settings of the store.
 struct StoreSettings {
+    var backend: StoreBackend
     var dataDirectory: String
     var tableName: String
     var synchronous: SQLiteDatabase.Synchronous
     /// How long notifications are kept; `nil` until retracted.
     var retention: Duration?
+    /// Set when ``backend`` is `.dynamodb`.
+    var dynamoDB: DynamoDBConfiguration?
+    /// How often the worker deletes expired items and corrects the unread
+    /// counters; `nil`: never (DynamoDB's own TTL still deletes them).
+    var sweepInterval: Duration?
 
     init(_ reader: SettingsReader, flags: StoreOptions) throws {
+        backend = try reader.choice("STORE", flag: flags.store, default: .sqlite)
         dataDirectory = reader.string("DATA_DIR", flag: flags.dataDirectory, default: "./data")
         tableName = reader.string("NOTIF_TABLE_NAME", flag: flags.tableName, default: "notifications")
         let validName = tableName.utf8.count >= 3 && tableName.utf8.count <= 255
@@ -202,9 +219,40 @@ struct StoreSettings {
         synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
         let days = try reader.integer("NOTIF_TTL_DAYS", flag: flags.retentionDays, default: 90, range: 0...36_500)
         retention = days == 0 ? nil : .seconds(days * 86_400)
+        if backend == .dynamodb {
+            dynamoDB = try Self.dynamoDB(reader, flags: flags, tableName: tableName)
+        }
+        // A sweep on DynamoDB scans the table: hourly by default.
+        sweepInterval = try reader.duration(
+            "EXPIRY_SWEEP_INTERVAL", default: backend == .sqlite ? .seconds(60) : .seconds(3_600), allowZero: true)
+    }
+
+    /// DynamoDB's endpoint, region and credentials from `DYNAMODB_ENDPOINT`,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`) and the `AWS_*` key variables.
+    private static func dynamoDB(_ reader: SettingsReader, flags: StoreOptions, tableName: String) throws -> DynamoDBConfiguration {
+        let endpoint = reader.raw("DYNAMODB_ENDPOINT", flag: flags.dynamoDBEndpoint)
+        if let endpoint, DynamoDBConfiguration.host(of: endpoint) == nil {
+            throw SettingsError(message: "DYNAMODB_ENDPOINT='\(endpoint)' must be an http:// or https:// URL, such as http://127.0.0.1:8000")
+        }
+        // A local emulator ignores the region; AWS needs one.
+        guard let region = reader.raw("AWS_REGION", flag: nil) ?? reader.raw("AWS_DEFAULT_REGION", flag: nil) ?? (endpoint == nil ? nil : "us-east-1") else {
+            throw SettingsError(message: "STORE=dynamodb needs AWS_REGION (such as eu-west-1), or DYNAMODB_ENDPOINT for a local emulator")
+        }
+        guard let credentials = AWSCredentials.fromEnvironment(reader.environment) else {
+            throw SettingsError(message: "STORE=dynamodb needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); any non-empty values for a local emulator")
+        }
+        return DynamoDBConfiguration(endpoint: endpoint, region: region, credentials: credentials, tableName: tableName)
     }
 
     var databasePath: String { dataDirectory + "/notify.sqlite" }
+
+    /// Where the store is, for logs and messages.
+    var location: String {
+        switch backend {
+        case .sqlite: "\(databasePath), table \(tableName)"
+        case .dynamodb: "DynamoDB table \(tableName) at \(dynamoDB?.endpoint ?? "?")"
+        }
+    }
 }
 
 /// Settings of the worker.

@@ -24,7 +24,7 @@ struct WorkerCommand: AsyncParsableCommand {
              try OperationsSettings(reader, flags: operations))
         }
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
-            try await runtime.worker(workerSettings) + (try runtime.operations(operationsSettings, consumer: workerSettings.consumerName))
+            try await runtime.worker(workerSettings, store: storeSettings) + (try runtime.operations(operationsSettings, consumer: workerSettings.consumerName))
         }
     }
 }
@@ -77,7 +77,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
             // Stopped in reverse: gateway first (clients closed with 1001),
             // then the worker finishes and acknowledges its batch.
-            try await runtime.worker(workerSettings) + (try runtime.gateway(gatewaySettings))
+            try await runtime.worker(workerSettings, store: storeSettings) + (try runtime.gateway(gatewaySettings))
         }
     }
 }

@@ -48,9 +48,9 @@ struct SignatureV4Tests {
     }
 
     @Test func theHostHeaderKeepsANonDefaultPort() {
-        #expect(DynamoDBClient.host(of: "http://127.0.0.1:8000") == "127.0.0.1:8000")
-        #expect(DynamoDBClient.host(of: "https://dynamodb.eu-west-1.amazonaws.com/") == "dynamodb.eu-west-1.amazonaws.com")
-        #expect(DynamoDBClient.host(of: "dynamodb.local:8000") == nil)
-        #expect(DynamoDBClient.host(of: "http://") == nil)
+        #expect(DynamoDBConfiguration.host(of: "http://127.0.0.1:8000") == "127.0.0.1:8000")
+        #expect(DynamoDBConfiguration.host(of: "https://dynamodb.eu-west-1.amazonaws.com/") == "dynamodb.eu-west-1.amazonaws.com")
+        #expect(DynamoDBConfiguration.host(of: "dynamodb.local:8000") == nil)
+        #expect(DynamoDBConfiguration.host(of: "http://") == nil)
     }
 }

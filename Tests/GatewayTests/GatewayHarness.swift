@@ -12,8 +12,9 @@ import Synchronization
 import Testing
 import TestSupport
 
-/// A nats-server, a SQLite file, a worker and a gateway on a free port, all
-/// real; the gateway can be restarted on its own.
+/// A nats-server, a store (a SQLite file or a DynamoDB emulator table), a
+/// worker and a gateway on a free port, all real; the gateway can be
+/// restarted on its own.
 final class GatewayHarness: Sendable {
     static let secret = "gateway-test-secret-of-32-bytes!!"
     let server: NATSServer
@@ -25,46 +26,57 @@ final class GatewayHarness: Sendable {
     private let gateway: Mutex<Running?>
     private let gatewayPort = Atomic<Int>(0)
     private let configure: @Sendable (inout GatewayConfiguration) -> Void
+    let location: StoreLocation
 
     /// A service group, its task, and what it opened.
     struct Running: Sendable {
         let group: ServiceGroup
         let task: Task<Void, any Error>
-        let database: SQLiteDatabase
+        let opened: OpenedStore
         let connection: NATSConnection
 
         func stop() async {
             await group.triggerGracefulShutdown()
             _ = await task.result
-            await database.close()
+            await opened.close()
             await connection.close()
         }
     }
 
     var port: Int { gatewayPort.load(ordering: .relaxed) }
 
-    static func run(configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in }, _ body: (GatewayHarness) async throws -> Void) async throws {
+    static func run(
+        backend: Backend = .sqlite, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: (GatewayHarness) async throws -> Void
+    ) async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
-                let harness = try await GatewayHarness(server: server, directory: directory, configure: configure)
+                let location = try await StoreLocation.make(backend, directory: directory)
+                let harness = try await GatewayHarness(server: server, directory: directory, location: location, configure: configure)
                 do {
                     try await body(harness)
                 } catch {
                     await harness.stop()
+                    await location.remove()
                     throw error
                 }
                 await harness.stop()
+                await location.remove()
             }
         }
     }
 
-    private init(server: NATSServer, directory: TemporaryDirectory, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void) async throws {
+    private init(
+        server: NATSServer, directory: TemporaryDirectory, location: StoreLocation,
+        configure: @escaping @Sendable (inout GatewayConfiguration) -> Void
+    ) async throws {
         self.server = server
         self.directory = directory
+        self.location = location
         self.configure = configure
         connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         jetStream = try JetStream(connection: connection)
-        worker = try await Self.startWorker(server: server, path: directory.file("notify.sqlite"))
+        worker = try await Self.startWorker(server: server, location: location)
         gateway = Mutex(nil)
         try await startGateway()
     }
@@ -75,22 +87,22 @@ final class GatewayHarness: Sendable {
         return logger
     }
 
-    private static func startWorker(server: NATSServer, path: String) async throws -> Running {
+    private static func startWorker(server: NATSServer, location: StoreLocation) async throws -> Running {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
-        let database = try await SQLiteDatabase.open(.init(path: path))
-        let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+        let opened = try await location.open()
+        let repository = NotificationRepository(store: opened.store)
         let worker = try await NotificationWorker.prepare(
             configuration: WorkerConfiguration(streamStorage: .memory, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
             connection: connection, repository: repository, logger: quietLogger)
         let group = ServiceGroup(services: [worker], logger: quietLogger)
-        return Running(group: group, task: Task { try await group.run() }, database: database, connection: connection)
+        return Running(group: group, task: Task { try await group.run() }, opened: opened, connection: connection)
     }
 
     /// Starts (or restarts) the gateway on a free port.
     func startGateway() async throws {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
-        let database = try await SQLiteDatabase.open(.init(path: directory.file("notify.sqlite")))
-        let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+        let opened = try await location.open()
+        let repository = NotificationRepository(store: opened.store)
         var configuration = GatewayConfiguration(host: "127.0.0.1", port: 0, jwtSecret: Self.secret)
         configure(&configuration)
         let gateway = try Gateway(
@@ -103,7 +115,7 @@ final class GatewayHarness: Sendable {
         var iterator = ready.makeAsyncIterator()
         guard let port = await iterator.next() else { throw RawHTTPError("the gateway did not start") }
         gatewayPort.store(port, ordering: .relaxed)
-        self.gateway.withLock { $0 = Running(group: group, task: task, database: database, connection: connection) }
+        self.gateway.withLock { $0 = Running(group: group, task: task, opened: opened, connection: connection) }
     }
 
     func stopGateway() async {

@@ -30,8 +30,9 @@ struct GatewayTests {
         }
     }
 
-    @Test func theFeedListsNewestFirstWithACursorAndTheUnreadCount() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func theFeedListsNewestFirstWithACursorAndTheUnreadCount(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             for index in 0..<5 { try await harness.like(owner: "ana", resource: "p\(index)") }
             let token = harness.token("ana")
             #expect(await eventually { (try? await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int) == 5 })
@@ -63,8 +64,9 @@ struct GatewayTests {
         }
     }
 
-    @Test func markReadUpdatesTheCountAndSaysHowManyChanged() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func markReadUpdatesTheCountAndSaysHowManyChanged(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             for index in 0..<3 { try await harness.like(owner: "ana", resource: "p\(index)") }
             let token = harness.token("ana")
             #expect(await eventually { (try? await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int) == 3 })
@@ -136,8 +138,9 @@ struct GatewayTests {
         }
     }
 
-    @Test func usersOnlyEverSeeTheirOwnNotifications() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func usersOnlyEverSeeTheirOwnNotifications(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             let ana = TestWebSocket(port: harness.port, path: "/ws?access_token=\(harness.token("ana"))")
             let ben = TestWebSocket(port: harness.port, path: "/ws?access_token=\(harness.token("ben"))")
             await ana.wait(for: 1)
@@ -177,8 +180,9 @@ struct GatewayTests {
 
     // MARK: Live delivery
 
-    @Test func helloThenLiveNotificationsThenReadStateAcrossTabs() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func helloThenLiveNotificationsThenReadStateAcrossTabs(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             try await harness.like(owner: "ana", resource: "before")
             let token = harness.token("ana")
             #expect(await eventually { (try? await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int) == 1 })
@@ -211,8 +215,9 @@ struct GatewayTests {
 
     /// Disconnect, miss notifications (also while the gateway restarts),
     /// resume with `since`: exactly the missed ones, oldest first, then live.
-    @Test func resumingAWebSocketMissesNothingAndRepeatsNothing() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func resumingAWebSocketMissesNothingAndRepeatsNothing(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             let token = harness.token("ana")
             let first = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
             await first.wait(for: 1)
@@ -368,8 +373,9 @@ struct GatewayTests {
 
     // MARK: Server-Sent Events
 
-    @Test func serverSentEventsCarryTheSameFramesAndResumeWithLastEventID() async throws {
-        try await GatewayHarness.run { (harness) async throws in
+    @Test(arguments: Backend.shared)
+    func serverSentEventsCarryTheSameFramesAndResumeWithLastEventID(backend: Backend) async throws {
+        try await GatewayHarness.run(backend: backend) { (harness) async throws in
             let token = harness.token("ana")
             let stream = try RawHTTPConnection(port: harness.port)
             try stream.send("GET", "/v1/notifications/stream", headers: [("Authorization", "Bearer \(token)")])

@@ -82,13 +82,13 @@ struct FaultInjectingStore: KeyValueStore {
 struct RunningWorker {
     let task: Task<Void, any Error>
     let connection: NATSConnection
-    let database: SQLiteDatabase
+    let opened: OpenedStore
     let repository: NotificationRepository
 
     func stop() async {
         task.cancel()
         _ = await task.result
-        await database.close()
+        await opened.close()
         await connection.close()
     }
 }
@@ -102,28 +102,32 @@ struct WorkerHarness {
     let jetStream: JetStream
     let users: Inbox
     let deadLetters: Inbox
+    let location: StoreLocation
 
-    static func run(_ body: (WorkerHarness) async throws -> Void) async throws {
+    static func run(backend: Backend = .sqlite, _ body: (WorkerHarness) async throws -> Void) async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
+                let location = try await StoreLocation.make(backend, directory: directory)
                 let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
                 let users = Inbox(try connection.subscribe("users.>"))
                 let deadLetters = Inbox(try connection.subscribe("dlq.>"))
                 try await connection.flush()
                 let harness = WorkerHarness(
                     server: server, directory: directory, connection: connection,
-                    jetStream: try JetStream(connection: connection), users: users, deadLetters: deadLetters)
+                    jetStream: try JetStream(connection: connection), users: users, deadLetters: deadLetters, location: location)
                 do {
                     try await body(harness)
                 } catch {
                     users.stop()
                     deadLetters.stop()
                     await connection.close()
+                    await location.remove()
                     throw error
                 }
                 users.stop()
                 deadLetters.stop()
                 await connection.close()
+                await location.remove()
             }
         }
     }
@@ -142,26 +146,24 @@ struct WorkerHarness {
         wrap: (any KeyValueStore) -> any KeyValueStore = { $0 }
     ) async throws -> RunningWorker {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
-        let database = try await SQLiteDatabase.open(.init(path: databasePath))
-        let store = wrap(try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
-        let repository = NotificationRepository(store: store)
+        let opened = try await location.open()
+        let repository = NotificationRepository(store: wrap(opened.store))
         var logger = Logger(label: "test-worker")
         logger.logLevel = .critical
         let worker = try await NotificationWorker.prepare(configuration: configuration, connection: connection, repository: repository, logger: logger)
         let task = Task { try await worker.run() }
-        return RunningWorker(task: task, connection: connection, database: database, repository: repository)
+        return RunningWorker(task: task, connection: connection, opened: opened, repository: repository)
     }
 
     /// Opens the store on its own, for checking what was written.
     func withRepository<T>(_ body: (NotificationRepository) async throws -> T) async throws -> T {
-        let database = try await SQLiteDatabase.open(.init(path: databasePath))
-        let repository = NotificationRepository(store: try await SQLiteKeyValueStore(database: database, tableName: "notifications"))
+        let opened = try await location.open()
         do {
-            let result = try await body(repository)
-            await database.close()
+            let result = try await body(NotificationRepository(store: opened.store))
+            await opened.close()
             return result
         } catch {
-            await database.close()
+            await opened.close()
             throw error
         }
     }

@@ -5,7 +5,8 @@ import NATS
 import Testing
 import TestSupport
 
-/// The worker against a real nats-server (JetStream) and a real SQLite file.
+/// The worker against a real nats-server (JetStream) and a real SQLite
+/// file; the tests that take a backend also run on the DynamoDB emulator.
 @Suite("Worker", .serialized)
 struct WorkerTests {
     @Test(arguments: EventKind.all.filter { $0.effect == .create })
@@ -122,8 +123,9 @@ struct WorkerTests {
         }
     }
 
-    @Test func likingTwiceNotifiesOnceAndUnlikeThenLikeNotifiesAgain() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func likingTwiceNotifiesOnceAndUnlikeThenLikeNotifiesAgain(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             let worker = try await harness.startWorker()
             try await harness.publish("post.like")
             try await harness.publish("post.like")
@@ -162,8 +164,9 @@ struct WorkerTests {
         }
     }
 
-    @Test func theSameEventIDTwiceHasOneEffect() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func theSameEventIDTwiceHasOneEffect(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             let worker = try await harness.startWorker()
             try await harness.publish("post.like", resource: "a", eventID: "evt-1")
             try await harness.publish("post.like", resource: "b", eventID: "evt-1")  // same id, other content: ignored
@@ -176,8 +179,9 @@ struct WorkerTests {
         }
     }
 
-    @Test func eventsPublishedWhileNoWorkerRunsAreProcessedWhenItStarts() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func eventsPublishedWhileNoWorkerRunsAreProcessedWhenItStarts(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             // A first run creates the stream and the durable consumer.
             await (try await harness.startWorker()).stop()
             for index in 0..<200 {
@@ -199,11 +203,14 @@ struct WorkerTests {
         }
     }
 
-    @Test func twoWorkersSharingTheConsumerProcessEachEventOnce() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func twoWorkersSharingTheConsumerProcessEachEventOnce(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             let one = try await harness.startWorker()
             let two = try await harness.startWorker()
-            let count = 2_000
+            // The emulator serves one request at a time and copies a table
+            // per transaction: fewer events keep its run short.
+            let count = backend == .dynamodb ? 500 : 2_000
             let publisher = try JetStreamAsyncPublisher(connection: harness.connection)
             let events = (0..<count).map { index in
                 JetStreamAsyncPublisher.Message(
@@ -234,8 +241,9 @@ struct WorkerTests {
 
     /// A store failure naks with backoff; after the last delivery the event
     /// is dead-lettered as `store_failed`, while other events are stored.
-    @Test func aPoisonEventIsDeadLetteredAfterMaxDeliverWithoutHoldingBackOthers() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func aPoisonEventIsDeadLetteredAfterMaxDeliverWithoutHoldingBackOthers(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             let worker = try await harness.startWorker(WorkerHarness.configuration(maxDeliver: 3)) { store in
                 FaultInjectingStore(base: store, poisonedPartition: "U#poison", code: .internalError)
             }
@@ -259,8 +267,9 @@ struct WorkerTests {
     /// the worker holds them, in progress, for as long as it lasts (here
     /// longer than AckWait × MaxDeliver), dead-letters nothing, and stores
     /// everything once the store is back.
-    @Test func anUnavailableStoreHoldsEventsWithoutSpendingDeliveriesAndCatchesUp() async throws {
-        try await WorkerHarness.run { harness in
+    @Test(arguments: Backend.shared)
+    func anUnavailableStoreHoldsEventsWithoutSpendingDeliveriesAndCatchesUp(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
             let outage = Flag(true)
             let worker = try await harness.startWorker(WorkerHarness.configuration(maxDeliver: 2)) { store in
                 FaultInjectingStore(base: store, poisonedPartition: "U#ana", code: .unavailable, isFailing: { outage.value })

@@ -1,4 +1,5 @@
 import Foundation
+import DynamoDBStore
 import Gateway
 import KeyValueStore
 import NATS
@@ -306,6 +307,55 @@ struct NotifyCommandTests {
             #expect(status == 1)
             #expect(output.split(separator: "\n").count == 1)
             #expect(output.contains("NATS_URL") && output.contains("127.0.0.1:1"))
+        }
+    }
+
+    /// STORE=dynamodb end to end: a missing table is a one-line error that
+    /// names the fix, `store create-table` is safe to repeat, and `serve`
+    /// stores events in the table and serves them from it.
+    @Test(.enabled(if: DynamoDBEmulator.isEnabled))
+    func createTableIsSafeToRepeatAndServeRunsOnDynamoDB() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let configuration = try await DynamoDBEmulator.configuration(tablePrefix: "command")
+                let secret = String(repeating: "s", count: 32)
+                let environment = Self.environment(server, data: directory, [
+                    "JWT_SECRET": secret, "STORE": "dynamodb", "DYNAMODB_ENDPOINT": configuration.endpoint, "AWS_REGION": "us-east-1",
+                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "NOTIF_TABLE_NAME": configuration.tableName,
+                ])
+                let missing = try await Self.run(["worker"], environment: environment, in: directory)
+                #expect(missing.status == 1)
+                #expect(missing.output.split(separator: "\n").count == 1)
+                #expect(missing.output.contains("notify store create-table"), "\(missing.output)")
+
+                let first = try await Self.run(["store", "create-table"], environment: environment, in: directory)
+                #expect(first.status == 0)
+                #expect(first.output.contains("created table '\(configuration.tableName)'; turned on TTL for 'expires_at'"), "\(first.output)")
+                let again = try await Self.run(["store", "create-table"], environment: environment, in: directory)
+                #expect(again.status == 0)
+                #expect(again.output.contains("already exists; TTL already on"), "\(again.output)")
+                let doctor = try await Self.run(["doctor", "--role", "worker"], environment: environment, in: directory)
+                #expect(doctor.output.contains("ok    store: DynamoDB table \(configuration.tableName)"), "\(doctor.output)")
+
+                let serve = try ChildProcess.spawn(
+                    Self.executable, arguments: ["serve", "--port", "0", "--host", "127.0.0.1"], environment: environment,
+                    outputPath: directory.file("serve.log"))
+                try await serve.waitForOutput(containing: "gateway listening")
+                try await serve.waitForOutput(containing: "worker running")
+                #expect(serve.output.contains("store=dynamodb"))
+                let portText = serve.output.split(separator: "\n").first { $0.contains("gateway listening") }?.split(separator: "=").last ?? ""
+                let port = try #require(Int(portText.prefix { $0.isNumber }))
+                #expect(try await Self.run(["publish", "notifications.post.like", Self.like], environment: environment, in: directory).status == 0)
+                let token = TokenSigner.sign(secret: secret, user: "ana")
+                let stored = await eventually {
+                    let response = try? await httpRequest(port: port, "GET", "/v1/notifications", headers: [("Authorization", "Bearer \(token)")])
+                    return response?.status == 200 && response?.body.contains(#""resource_id":"p1""#) == true
+                }
+                #expect(stored)
+                serve.signal(SIGTERM)
+                #expect(try await serve.wait(timeout: .seconds(10)) == 0)
+                await DynamoDBEmulator.deleteTable(configuration)
+            }
         }
     }
 

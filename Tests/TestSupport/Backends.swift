@@ -1,4 +1,5 @@
 public import KeyValueStore
+import DynamoDBStore
 import SQLiteStore
 import Synchronization
 public import Testing
@@ -47,7 +48,14 @@ public enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable
                 await database.close()
             }
         case .dynamodb:
-            try await body(try await DynamoDBEmulator.store(clock: clock.storeClock))
+            let store = try await DynamoDBEmulator.store(clock: clock.storeClock)
+            do {
+                try await body(store)
+            } catch {
+                try? await store.deleteTable()
+                throw error
+            }
+            try await store.deleteTable()
         }
     }
 }

@@ -5,7 +5,7 @@ import Synchronization
 
 /// A DynamoDB-compatible server (moto's server mode) on loopback, started
 /// once per test process by `scripts/moto-server.py` and gone when the
-/// process ends.
+/// process ends. `make test` installs moto (`scripts/install-moto.sh`).
 public enum DynamoDBEmulator {
     /// Whether the DynamoDB backend is tested: moto can be imported, or
     /// `CI=true` (where its absence must fail the run, not skip tests).
@@ -13,7 +13,7 @@ public enum DynamoDBEmulator {
         if ProcessInfo.processInfo.environment["CI"] == "true" { return true }
         let probe = Process()
         probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import moto.server"]
+        probe.arguments = [python, "-c", "import moto.server"]
         probe.standardOutput = FileHandle.nullDevice
         probe.standardError = FileHandle.nullDevice
         do {
@@ -27,6 +27,16 @@ public enum DynamoDBEmulator {
 
     private static let started = Mutex<Task<String, any Error>?>(nil)
 
+    private static let repository = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The python3 that has moto: the virtualenv `scripts/install-moto.sh`
+    /// makes when the system's has not.
+    private static let python: String = {
+        let virtualenv = repository.appendingPathComponent(".build/moto/bin/python3").path
+        return FileManager.default.isExecutableFile(atPath: virtualenv) ? virtualenv : "python3"
+    }()
+
     /// `http://127.0.0.1:<port>` of the shared server, started on first use.
     public static func endpoint() async throws -> String {
         let task = started.withLock { task in
@@ -39,11 +49,9 @@ public enum DynamoDBEmulator {
     }
 
     private static func start() async throws -> String {
-        let script = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("scripts/moto-server.py").path
+        let script = repository.appendingPathComponent("scripts/moto-server.py").path
         let directory = try TemporaryDirectory(prefix: "moto")
-        let process = try ChildProcess.spawn("python3", arguments: [script], outputPath: directory.file("moto.log"))
+        let process = try ChildProcess.spawn(python, arguments: [script], outputPath: directory.file("moto.log"))
         do {
             try await process.waitForOutput(containing: "listening on ", timeout: .seconds(60))
         } catch {
@@ -62,6 +70,11 @@ public enum DynamoDBEmulator {
             credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
             tableName: "\(tablePrefix)-\(UUID().uuidString.lowercased())",
             baseBackoff: .milliseconds(5))
+    }
+
+    /// Deletes the table of `configuration`, if it exists.
+    public static func deleteTable(_ configuration: DynamoDBConfiguration) async {
+        try? await DynamoDBKeyValueStore(configuration: configuration).deleteTable()
     }
 
     /// A store on a new table, created (with TTL) before it is returned.
