@@ -271,11 +271,11 @@ public struct DynamoDBKeyValueStore: KeyValueStore {
                 code: .validation,
                 message: "a DynamoDB transaction holds at most \(Self.maxTransactionActions) actions, this one has \(actions.count)")
         }
-        // One token for every attempt: DynamoDB applies a retried
-        // transaction once even when the first attempt's answer was lost.
-        let token = Self.requestToken()
         var removedExpired = false
         while true {
+            // One token for every attempt of this request (the client's
+            // retries): DynamoDB applies it once even when an answer was lost.
+            let token = Self.requestToken()
             let now = now()
             var items: [JSONValue] = []
             items.reserveCapacity(actions.count)
