@@ -197,23 +197,23 @@ public struct DynamoDBKeyValueStore: KeyValueStore {
 
     @discardableResult
     public func putItem(_ item: Item, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
-        let now = now()
-        var expressions = Expressions(timeToLive: timeToLive, now: now)
-        var request: [String: JSONValue] = ["TableName": table, "Item": try layout.item(item), "ReturnValues": "ALL_OLD"]
-        if let condition, let text = try expressions.condition(condition) { request["ConditionExpression"] = .string(text) }
-        expressions.members(into: &request)
-        let response = try await call("PutItem", request)
-        return live(try layout.item(response["Attributes"]), now: now)
+        try await replace("PutItem", ["Item": try layout.item(item)], condition: condition)
     }
 
     @discardableResult
     public func deleteItem(_ key: ItemKey, condition: Condition?) async throws(KeyValueStoreError) -> Item? {
+        try await replace("DeleteItem", ["Key": try layout.key(key)], condition: condition)
+    }
+
+    /// A `PutItem` or `DeleteItem` under `condition`; the item it replaced
+    /// or deleted, unless that had expired.
+    private func replace(_ operation: String, _ target: [String: JSONValue], condition: Condition?) async throws(KeyValueStoreError) -> Item? {
         let now = now()
         var expressions = Expressions(timeToLive: timeToLive, now: now)
-        var request: [String: JSONValue] = ["TableName": table, "Key": try layout.key(key), "ReturnValues": "ALL_OLD"]
+        var request = target.merging(["TableName": table, "ReturnValues": "ALL_OLD"]) { _, new in new }
         if let condition, let text = try expressions.condition(condition) { request["ConditionExpression"] = .string(text) }
         expressions.members(into: &request)
-        let response = try await call("DeleteItem", request)
+        let response = try await call(operation, request)
         return live(try layout.item(response["Attributes"]), now: now)
     }
 
