@@ -50,6 +50,12 @@ public struct DynamoDBConfiguration: Sendable {
         self.maxBackoff = maxBackoff
         self.requestTimeout = requestTimeout
     }
+
+    /// The wait before attempt `attempt + 1`: full jitter, a random share
+    /// of ``baseBackoff`` × 2^(attempt-1), capped at ``maxBackoff``.
+    func backoff(attempt: Int) -> Duration {
+        min(baseBackoff * (1 << min(attempt - 1, 20)), maxBackoff) * Double.random(in: 0.1...1)
+    }
 }
 
 extension DynamoDBConfiguration {
@@ -118,21 +124,15 @@ struct DynamoDBClient: Sendable {
                 return response
             case .failure(let error):
                 guard error.isRetryable, attempt < configuration.maxAttempts else { throw error }
-                let delay = backoff(attempt: attempt)
+                let delay = configuration.backoff(attempt: attempt)
                 logger.debug("DynamoDB call failed; retrying", metadata: [
                     "operation": .string(operation), "attempt": .stringConvertible(attempt),
-                    "error": .string(error.description), "delay_ms": .stringConvertible(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000),
+                    "error": .string(error.description), "delay": .stringConvertible(delay),
                 ])
                 try? await Task.sleep(for: delay)
                 attempt += 1
             }
         }
-    }
-
-    /// Full jitter: a random wait up to base × 2^(attempt-1), capped.
-    private func backoff(attempt: Int) -> Duration {
-        let ceiling = min(configuration.baseBackoff * (1 << min(attempt - 1, 20)), configuration.maxBackoff)
-        return ceiling * Double.random(in: 0.1...1)
     }
 
     private func send(_ operation: String, body: [UInt8]) async -> Result<JSONValue, DynamoDBCallError> {
@@ -152,10 +152,7 @@ struct DynamoDBClient: Sendable {
         let status: Int
         var buffer: ByteBuffer
         do {
-            let timeout = TimeAmount.nanoseconds(
-                configuration.requestTimeout.components.seconds * 1_000_000_000
-                    + configuration.requestTimeout.components.attoseconds / 1_000_000_000)
-            let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            let response = try await HTTPClient.shared.execute(request, timeout: TimeAmount(configuration.requestTimeout))
             status = Int(response.status.code)
             buffer = try await response.body.collect(upTo: 64 << 20)
         } catch {

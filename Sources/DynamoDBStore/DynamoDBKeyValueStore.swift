@@ -157,8 +157,7 @@ public struct DynamoDBKeyValueStore: KeyValueStore {
                 code: .unavailable,
                 message: "\(what) on table '\(configuration.tableName)': DynamoDB left requests unprocessed \(round) times (throttled)")
         }
-        let ceiling = min(configuration.baseBackoff * (1 << min(round - 1, 20)), configuration.maxBackoff)
-        try? await Task.sleep(for: ceiling * Double.random(in: 0.1...1))
+        try? await Task.sleep(for: configuration.backoff(attempt: round))
     }
 
     public func query(_ query: Query) async throws(KeyValueStoreError) -> QueryPage {

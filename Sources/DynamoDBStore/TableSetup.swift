@@ -88,8 +88,13 @@ extension DynamoDBKeyValueStore {
     /// Throws unless the table exists with notify's key schema; the message
     /// says how to create it.
     public func checkTable() async throws(KeyValueStoreError) {
-        let response = try await call("DescribeTable", ["TableName": .string(configuration.tableName)])
-        let schema = response["Table"]?["KeySchema"]?.arrayValue ?? []
+        _ = try await describeTable()
+    }
+
+    /// `DescribeTable`'s `Table`, after checking its keys.
+    private func describeTable() async throws(KeyValueStoreError) -> JSONValue? {
+        let table = try await call("DescribeTable", ["TableName": .string(configuration.tableName)])["Table"]
+        let schema = table?["KeySchema"]?.arrayValue ?? []
         let keys = Set(schema.compactMap { element -> String? in
             guard let name = element["AttributeName"]?.stringValue, let type = element["KeyType"]?.stringValue else { return nil }
             return name + ":" + type
@@ -100,14 +105,13 @@ extension DynamoDBKeyValueStore {
                 code: .incompatible,
                 message: "table '\(configuration.tableName)' has keys \(keys.sorted()); notify needs a string partition key '\(TableLayout.partitionAttribute)' and a string sort key '\(TableLayout.sortAttribute)'")
         }
+        return table
     }
 
     private func waitUntilActive(waitUpTo: Duration) async throws(KeyValueStoreError) {
         let deadline = ContinuousClock.now + waitUpTo
         while true {
-            try await checkTable()
-            let response = try await call("DescribeTable", ["TableName": .string(configuration.tableName)])
-            let status = response["Table"]?["TableStatus"]?.stringValue ?? "UNKNOWN"
+            let status = try await describeTable()?["TableStatus"]?.stringValue ?? "UNKNOWN"
             if status == "ACTIVE" { return }
             guard ContinuousClock.now < deadline else {
                 throw KeyValueStoreError(

@@ -209,9 +209,7 @@ public struct NotificationRepository: Sendable {
     /// actions) what fits when each event writes three items and a counter,
     /// with the outbox and ``maxPublishedOutboxes`` deletions on top.
     public var eventsPerTransaction: Int {
-        let limit = store.transactionActionLimit
-        if limit == .max { return .max }
-        return max(1, (limit - 1 - Self.maxPublishedOutboxes) / 4)
+        max(1, (store.transactionActionLimit - 1 - Self.maxPublishedOutboxes) / 4)
     }
 
     /// The most published outboxes one transaction deletes.

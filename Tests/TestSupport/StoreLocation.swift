@@ -38,8 +38,7 @@ public struct StoreLocation: Sendable {
 
     /// Deletes a DynamoDB table (a SQLite file goes with its directory).
     public func remove() async {
-        guard let dynamoDB else { return }
-        try? await DynamoDBKeyValueStore(configuration: dynamoDB).deleteTable()
+        if let dynamoDB { await DynamoDBEmulator.deleteTable(dynamoDB) }
     }
 
     /// What a `notify` process needs in its environment to use this store.
