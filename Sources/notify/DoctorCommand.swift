@@ -46,8 +46,8 @@ struct DoctorCommand: AsyncParsableCommand {
             case .sqlite:
                 report.checkDataDirectory(storeSettings)
                 await report.checkStore(storeSettings)
-            case .dynamodb:
-                await report.checkDynamoDB(storeSettings)
+            case .dynamodb(let configuration):
+                await report.checkDynamoDB(configuration, location: storeSettings.location)
             }
         }
         if let common {
@@ -140,9 +140,8 @@ struct DoctorReport {
     }
 
     /// The DynamoDB table answers and has notify's keys.
-    mutating func checkDynamoDB(_ settings: StoreSettings) async {
-        let what = "store: \(settings.location)"
-        guard let configuration = settings.dynamoDB else { return fail(what, "STORE=dynamodb is not configured") }
+    mutating func checkDynamoDB(_ configuration: DynamoDBConfiguration, location: String) async {
+        let what = "store: \(location)"
         do {
             try await DynamoDBKeyValueStore(configuration: configuration).checkTable()
             pass(what)

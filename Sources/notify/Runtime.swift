@@ -47,24 +47,10 @@ struct Runtime {
     static func openStore(_ settings: StoreSettings, logger: Logger) async -> (any KeyValueStore, SQLiteDatabase?) {
         switch settings.backend {
         case .sqlite:
-            do {
-                try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-            } catch {
-                fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
-            }
-            guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
-                fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
-            }
-            do {
-                let database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
-                let store = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
-                logger.info("store opened", metadata: ["store": "sqlite", "path": .string(settings.databasePath), "table": .string(settings.tableName)])
-                return (store, database)
-            } catch {
-                fail("cannot open the store: \(error.message)", code: exitUnavailable)
-            }
-        case .dynamodb:
-            guard let configuration = settings.dynamoDB else { fail("STORE=dynamodb is not configured", code: exitBadSetting) }
+            let (store, database) = await openSQLite(settings)
+            logger.info("store opened", metadata: ["store": "sqlite", "path": .string(settings.databasePath), "table": .string(settings.tableName)])
+            return (store, database)
+        case .dynamodb(let configuration):
             do {
                 let store = try DynamoDBKeyValueStore(configuration: configuration, logger: logger)
                 try await store.checkTable()
@@ -76,6 +62,30 @@ struct Runtime {
             } catch {
                 fail("cannot open the store (\(settings.location)): \(error.message)", code: exitUnavailable)
             }
+        }
+    }
+
+    /// The SQLite store in `DATA_DIR` (the directory, file and table made
+    /// when missing); on failure the process ends with a one-line error.
+    static func openSQLite(_ settings: StoreSettings) async -> (SQLiteKeyValueStore, SQLiteDatabase) {
+        do {
+            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            fail("DATA_DIR '\(settings.dataDirectory)' cannot be created: \(error.localizedDescription)", code: exitUnavailable)
+        }
+        guard FileManager.default.isWritableFile(atPath: settings.dataDirectory) else {
+            fail("DATA_DIR '\(settings.dataDirectory)' is not writable", code: exitUnavailable)
+        }
+        do throws(KeyValueStoreError) {
+            let database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
+            do {
+                return (try await SQLiteKeyValueStore(database: database, tableName: settings.tableName), database)
+            } catch {
+                await database.close()
+                throw error
+            }
+        } catch {
+            fail("cannot open the store: \(error.message)", code: exitUnavailable)
         }
     }
 

@@ -184,13 +184,18 @@ struct CommonSettings {
     }
 }
 
-/// Which store holds the notifications (`STORE`).
-enum StoreBackend: String, CaseIterable {
+/// The values of `STORE`.
+enum StoreKind: String, CaseIterable {
+    case sqlite, dynamodb
+}
+
+/// Which store holds the notifications.
+enum StoreBackend {
     /// One SQLite file in `DATA_DIR`: one machine.
     case sqlite
     /// Amazon DynamoDB (or a compatible server): any number of workers and
     /// gateways on any machines.
-    case dynamodb
+    case dynamodb(DynamoDBConfiguration)
 }
 
 /// Settings of the store.
@@ -201,14 +206,12 @@ struct StoreSettings {
     var synchronous: SQLiteDatabase.Synchronous
     /// How long notifications are kept; `nil` until retracted.
     var retention: Duration?
-    /// Set when ``backend`` is `.dynamodb`.
-    var dynamoDB: DynamoDBConfiguration?
     /// How often the worker deletes expired items and corrects the unread
     /// counters; `nil`: never (DynamoDB's own TTL still deletes them).
     var sweepInterval: Duration?
 
     init(_ reader: SettingsReader, flags: StoreOptions) throws {
-        backend = try reader.choice("STORE", flag: flags.store, default: .sqlite)
+        let kind: StoreKind = try reader.choice("STORE", flag: flags.store, default: .sqlite)
         dataDirectory = reader.string("DATA_DIR", flag: flags.dataDirectory, default: "./data")
         tableName = reader.string("NOTIF_TABLE_NAME", flag: flags.tableName, default: "notifications")
         let validName = tableName.utf8.count >= 3 && tableName.utf8.count <= 255
@@ -219,12 +222,10 @@ struct StoreSettings {
         synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
         let days = try reader.integer("NOTIF_TTL_DAYS", flag: flags.retentionDays, default: 90, range: 0...36_500)
         retention = days == 0 ? nil : .seconds(days * 86_400)
-        if backend == .dynamodb {
-            dynamoDB = try Self.dynamoDB(reader, flags: flags, tableName: tableName)
-        }
+        backend = kind == .sqlite ? .sqlite : .dynamodb(try Self.dynamoDB(reader, flags: flags, tableName: tableName))
         // A sweep on DynamoDB scans the table: hourly by default.
         sweepInterval = try reader.duration(
-            "EXPIRY_SWEEP_INTERVAL", default: backend == .sqlite ? .seconds(60) : .seconds(3_600), allowZero: true)
+            "EXPIRY_SWEEP_INTERVAL", default: kind == .sqlite ? .seconds(60) : .seconds(3_600), allowZero: true)
     }
 
     /// DynamoDB's endpoint, region and credentials from `DYNAMODB_ENDPOINT`,
@@ -250,7 +251,7 @@ struct StoreSettings {
     var location: String {
         switch backend {
         case .sqlite: "\(databasePath), table \(tableName)"
-        case .dynamodb: "DynamoDB table \(tableName) at \(dynamoDB?.endpoint ?? "?")"
+        case .dynamodb(let configuration): "DynamoDB table \(tableName) at \(configuration.endpoint)"
         }
     }
 }

@@ -32,24 +32,10 @@ struct CreateTableCommand: AsyncParsableCommand {
         let settings = settingsOrExit { try StoreSettings(reader, flags: store) }
         switch settings.backend {
         case .sqlite:
-            do {
-                try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-                let database = try await SQLiteDatabase.open(.init(path: settings.databasePath, synchronous: settings.synchronous))
-                do {
-                    _ = try await SQLiteKeyValueStore(database: database, tableName: settings.tableName)
-                } catch {
-                    await database.close()
-                    throw error
-                }
-                await database.close()
-                print("table '\(settings.tableName)' is ready in \(settings.databasePath)")
-            } catch let error as KeyValueStoreError {
-                fail("cannot create the table (\(settings.location)): \(error.message)", code: exitUnavailable)
-            } catch {
-                fail("cannot create the table (\(settings.location)): \(error)", code: exitUnavailable)
-            }
-        case .dynamodb:
-            guard let configuration = settings.dynamoDB else { fail("STORE=dynamodb is not configured", code: exitBadSetting) }
+            let (_, database) = await Runtime.openSQLite(settings)
+            await database.close()
+            print("table '\(settings.tableName)' is ready in \(settings.databasePath)")
+        case .dynamodb(let configuration):
             do {
                 let setup = try await DynamoDBKeyValueStore(configuration: configuration).createTable()
                 print("\(setup) (\(configuration.endpoint), region \(configuration.region))")
