@@ -59,6 +59,13 @@ public final class Gateway: Sendable {
             connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
             maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
+        let hub = self.hub
+        connection.onReconnect { [weak hub, logger] url in
+            guard let closed = hub?.resumeAll() else { return }
+            logger.info("NATS reconnected: live connections asked to resume from the store", metadata: [
+                "url": .string(url), "connections": .stringConvertible(closed),
+            ])
+        }
         let open = self.open
         self.operations = try OperationsEndpoints(
             connection: connection, repository: repository, consumer: configuration.consumer, metrics: metrics,
@@ -285,6 +292,9 @@ public final class Gateway: Sendable {
                                     }
                                 case .overflow:
                                     try await writer.write(ByteBuffer(string: ": client too slow; reconnect with Last-Event-ID\n\n"))
+                                    break streaming
+                                case .closed(.resume):
+                                    try await writer.write(ByteBuffer(string: ": NATS reconnected; reconnect with Last-Event-ID\n\n"))
                                     break streaming
                                 case .closed:
                                     break streaming

@@ -10,6 +10,11 @@ enum CloseReason: Sendable {
     case tokenExpired
     /// The client went away.
     case clientGone
+    /// The gateway's NATS connection was interrupted, so live frames may
+    /// have been missed: the client resumes from the store (WebSocket close
+    /// 1012 naming its `since`; an SSE stream ends, and the browser
+    /// reconnects with `Last-Event-ID`).
+    case resume
 }
 
 /// What happened to a frame handed to a `LiveSink`.
@@ -234,6 +239,15 @@ final class UserHub: Sendable {
     /// Users and connections currently attached.
     var counts: (users: Int, connections: Int) {
         entries.withLock { entries in (entries.count, entries.values.reduce(0) { $0 + $1.clients.count }) }
+    }
+
+    /// Asks every connection to resume (``CloseReason/resume``): after a
+    /// NATS reconnect, frames published while the gateway was away are in
+    /// the store only. Each connection detaches itself as it closes.
+    func resumeAll() -> Int {
+        let sinks = entries.withLock { entries in entries.values.flatMap { $0.clients.values } }
+        for sink in sinks { sink.close(.resume) }
+        return sinks.count
     }
 
     /// Closes every connection (graceful shutdown) and drops the subscriptions.

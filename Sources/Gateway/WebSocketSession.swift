@@ -237,6 +237,9 @@ final class WebSocketSession: ChannelInboundHandler {
         switch batch.closed {
         case .shutdown?: startClose(.goingAway, reason: "server shutting down")
         case .tokenExpired?: startClose(.policyViolation, reason: "token expired")
+        case .resume?:
+            let resume = feed?.lastSentID.map { " with since=\($0)" } ?? ""
+            startClose(WebSocketErrorCode(codeNumber: 1012), reason: "NATS reconnected; reconnect\(resume)")
         case .clientGone?: context.close(promise: nil)
         case nil: break
         }

@@ -35,6 +35,8 @@ public struct StreamInfo: Sendable, Hashable {
     public let messages: UInt64
     public let firstSequence: UInt64
     public let lastSequence: UInt64
+    /// Copies of the stream in a cluster (1 on a single server).
+    public let replicas: Int
 }
 
 /// A durable pull consumer's settings (explicit acks, deliver all).
@@ -307,6 +309,7 @@ extension StreamInfo {
         messages = info.pointee.State.Msgs
         firstSequence = info.pointee.State.FirstSeq
         lastSequence = info.pointee.State.LastSeq
+        replicas = Int(config?.pointee.Replicas ?? 1)
     }
 }
 

@@ -85,6 +85,8 @@ final class ConnectionCallbacks: Sendable {
     let events: AsyncStream<NATSConnectionEvent>
     let continuation: AsyncStream<NATSConnectionEvent>.Continuation
     let reconnects = Atomic<Int>(0)
+    /// Called on nats.c's thread after each reconnect, with the new URL.
+    let reconnectHandlers = Mutex<[@Sendable (String) -> Void]>([])
     /// Set by ``NATSConnection/close()``: the disconnect that follows is ours.
     let closing = Atomic<Bool>(false)
     let minDelayMilliseconds: Int64
@@ -176,7 +178,9 @@ public final class NATSConnection: @unchecked Sendable {
                 callbacks.reconnects.add(1, ordering: .relaxed)
                 var buffer = [CChar](repeating: 0, count: 256)
                 natsConnection_GetConnectedUrl(connection, &buffer, buffer.count)
-                callbacks.continuation.yield(.reconnected(url: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+                let url = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                callbacks.continuation.yield(.reconnected(url: url))
+                for handler in callbacks.reconnectHandlers.withLock({ $0 }) { handler(url) }
             }, closure)
         }
         if status == NATS_OK {
@@ -220,6 +224,14 @@ public final class NATSConnection: @unchecked Sendable {
 
     /// How many times the connection has been re-established.
     public var reconnectCount: Int { callbacks.reconnects.load(ordering: .relaxed) }
+
+    /// Calls `handler` after every reconnect (with the server's URL), on
+    /// nats.c's thread, once the subscriptions are re-established there:
+    /// messages published while the connection was down were not received.
+    /// It must not block.
+    public func onReconnect(_ handler: @escaping @Sendable (String) -> Void) {
+        callbacks.reconnectHandlers.withLock { $0.append(handler) }
+    }
 
     /// Connection events as they happen (newest 256 kept when nobody reads).
     public var events: AsyncStream<NATSConnectionEvent> { callbacks.events }

@@ -83,7 +83,14 @@ public struct NotificationWorker: Service, CustomStringConvertible {
         let (stream, created) = try await context.ensureStream(configuration.stream)
         logger.info(created ? "created stream" : "using stream", metadata: [
             "stream": .string(stream.name), "subjects": .string(stream.subjects.joined(separator: ",")),
+            "replicas": .stringConvertible(stream.replicas),
         ])
+        if stream.replicas != configuration.stream.replicas {
+            logger.warning("the stream exists with another replica count than NATS_STREAM_REPLICAS; notify does not change an existing stream (nats stream edit does)", metadata: [
+                "stream": .string(stream.name), "replicas": .stringConvertible(stream.replicas),
+                "configured": .stringConvertible(configuration.stream.replicas),
+            ])
+        }
         if let deadLetters = configuration.deadLetterStream {
             _ = try await context.ensureStream(deadLetters)
         }

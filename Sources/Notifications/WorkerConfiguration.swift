@@ -46,6 +46,7 @@ public struct WorkerConfiguration: Sendable {
         streamName: String = "NOTIFICATIONS",
         streamStorage: StreamConfiguration.Storage = .file,
         streamMaxAge: Duration? = .seconds(7 * 86_400),
+        streamReplicas: Int = 1,
         consumerName: String = "notification-worker",
         ackWait: Duration = .seconds(30),
         maxDeliver: Int = 5,
@@ -61,9 +62,10 @@ public struct WorkerConfiguration: Sendable {
         self.userSubjectPrefix = userSubjectPrefix
         self.deadLetterPrefix = deadLetterPrefix
         self.useJetStream = useJetStream
-        self.stream = StreamConfiguration(name: streamName, subjects: [subject], storage: streamStorage, maxAge: streamMaxAge)
+        self.stream = StreamConfiguration(name: streamName, subjects: [subject], storage: streamStorage, maxAge: streamMaxAge, replicas: streamReplicas)
         self.deadLetterStream = StreamConfiguration(
-            name: streamName + "_DLQ", subjects: [deadLetterPrefix + "." + subject], storage: streamStorage, maxAge: .seconds(30 * 86_400))
+            name: streamName + "_DLQ", subjects: [deadLetterPrefix + "." + subject], storage: streamStorage, maxAge: .seconds(30 * 86_400),
+            replicas: streamReplicas)
         self.consumer = ConsumerConfiguration(
             durableName: consumerName, filterSubject: subject, ackWait: ackWait, maxDeliver: maxDeliver, backoff: backoff)
         self.queueGroup = queueGroup

@@ -115,15 +115,7 @@ public struct NotifyProcess: Sendable {
     }
 
     /// User plus system CPU time so far, in seconds (`/proc/<pid>/stat`).
-    public func cpuSeconds() -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let end = stat.lastIndex(of: ")")
-        else { return nil }
-        // After "pid (comm)": state is field 3; utime and stime are 14 and 15.
-        let fields = stat[stat.index(after: end)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
+    public func cpuSeconds() -> Double? { processCPUSeconds(pid) }
 
     /// Open file descriptors (`/proc/<pid>/fd`).
     public func openFileCount() -> Int {
@@ -136,6 +128,17 @@ public struct NotifyProcess: Sendable {
         process.terminate()
         process.waitUntilExit()
     }
+}
+
+/// User plus system CPU time of `pid` so far, in seconds (`/proc/<pid>/stat`).
+func processCPUSeconds(_ pid: pid_t) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let end = stat.lastIndex(of: ")")
+    else { return nil }
+    // After "pid (comm)": state is field 3; utime and stime are 14 and 15.
+    let fields = stat[stat.index(after: end)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func sendSignal(_ signal: Int32, to process: Process) {

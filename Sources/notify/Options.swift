@@ -78,6 +78,9 @@ struct WorkerOptions: ParsableArguments {
     @Option(name: .customLong("stream-max-age"), help: "Age after which the stream drops events; 0 keeps them. [env: NATS_STREAM_MAX_AGE, default: 7d]")
     var streamMaxAge: String?
 
+    @Option(name: .customLong("stream-replicas"), help: "Copies of the streams in a NATS cluster, 1–5 (applies when the worker creates them). [env: NATS_STREAM_REPLICAS, default: 1]")
+    var streamReplicas: Int?
+
     @Option(name: .customLong("consumer"), help: "Durable consumer shared by all workers. [env: NATS_CONSUMER, default: notification-worker]")
     var consumerName: String?
 

@@ -271,6 +271,7 @@ struct WorkerSettings {
         }
         let storage: StreamStorageSetting = try reader.choice("NATS_STREAM_STORAGE", flag: flags.streamStorage, default: .file)
         let maxAge = try reader.duration("NATS_STREAM_MAX_AGE", flag: flags.streamMaxAge, default: .seconds(7 * 86_400), allowZero: true)
+        let replicas = try reader.integer("NATS_STREAM_REPLICAS", flag: flags.streamReplicas, default: 1, range: 1...5)
         let ackWait = try reader.duration("NATS_ACK_WAIT", flag: flags.ackWait, default: .seconds(30))!
         let maxDeliver = try reader.integer("NATS_MAX_DELIVER", flag: flags.maxDeliver, default: 5, range: 1...1_000)
         let backoff = try reader.durations("NATS_BACKOFF", flag: flags.backoff)
@@ -287,7 +288,7 @@ struct WorkerSettings {
         }
         worker = WorkerConfiguration(
             subject: common.subject, userSubjectPrefix: common.userSubjectPrefix, useJetStream: useJetStream,
-            streamName: streamName, streamStorage: storage.storage, streamMaxAge: maxAge, consumerName: consumerName,
+            streamName: streamName, streamStorage: storage.storage, streamMaxAge: maxAge, streamReplicas: replicas, consumerName: consumerName,
             ackWait: ackWait, maxDeliver: maxDeliver, backoff: backoff, batchSize: batchSize, crashPoint: crashPoint)
     }
 }

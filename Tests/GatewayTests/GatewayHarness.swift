@@ -92,7 +92,7 @@ final class GatewayHarness: Sendable {
         let opened = try await location.open()
         let repository = NotificationRepository(store: opened.store)
         let worker = try await NotificationWorker.prepare(
-            configuration: WorkerConfiguration(streamStorage: .memory, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
+            configuration: WorkerConfiguration(streamStorage: .file, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
             connection: connection, repository: repository, logger: quietLogger)
         let group = ServiceGroup(services: [worker], logger: quietLogger)
         return Running(group: group, task: Task { try await group.run() }, opened: opened, connection: connection)

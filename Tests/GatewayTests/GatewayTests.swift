@@ -360,6 +360,39 @@ struct GatewayTests {
         }
     }
 
+    @Test func aNATSReconnectAsksLiveClientsToResumeFromTheStore() async throws {
+        // Frames published while the gateway reconnects (to another node of
+        // a cluster) never reach it: its clients are closed with 1012 and
+        // the id to resume from, and a resume replays what they missed.
+        try await GatewayHarness.run { (harness) async throws in
+            let token = harness.token("ana")
+            let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
+            await client.wait(for: 1)
+            try await harness.like(owner: "ana", resource: "before")
+            let received = createdIDs(await client.wait(for: 2))
+            #expect(received.count == 1)
+            await harness.server.stop()
+            let restarted = try await harness.server.restarted()
+            do {
+                let closed = await client.closedByServer(timeout: .seconds(15))
+                #expect(closed?.closeCode == .unknown(1012))
+                #expect(closed?.reason == "NATS reconnected; reconnect with since=\(received.first ?? "-")")
+                // Stored while the client was away: the resume replays it.
+                try await harness.like(owner: "ana", resource: "while-away")
+                #expect(try await eventually { try await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int == 2 })
+                let resumed = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)&since=\(received.first ?? "")")
+                let frames = await resumed.wait(for: 2)
+                #expect(types(frames) == ["hello", "notification.created"])
+                #expect((frames.last?["notification"] as? [String: Any])?["resource_id"] as? String == "while-away")
+                await resumed.close()
+            } catch {
+                await restarted.stop()
+                throw error
+            }
+            await restarted.stop()
+        }
+    }
+
     @Test func shuttingDownClosesWebSocketsWith1001() async throws {
         try await GatewayHarness.run { (harness) async throws in
             let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(harness.token("ana"))")
