@@ -148,13 +148,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // `make chaos`: fault injection against real processes.
+        // `make chaos`: fault injection against real processes;
+        // `make cluster-test`: the same against a 3-node NATS cluster and DynamoDB.
         .executableTarget(
             name: "NotifyChaos",
             dependencies: [
                 "NATS",
                 "KeyValueStore",
                 "SQLiteStore",
+                "DynamoDBStore",
                 "ProcessSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

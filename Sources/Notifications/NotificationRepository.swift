@@ -167,6 +167,8 @@ public struct NotificationRepository: Sendable {
     /// until it is retracted.
     public let retention: Duration?
     private let clock: @Sendable () -> Int64
+    /// The repository's clock now, in Unix milliseconds.
+    public var currentMilliseconds: Int64 { clock() }
     /// Why the last batch failed when the store was at fault; `nil` once
     /// a batch commits. Shared by the copies of this repository.
     private let lastBatchFault = SharedFault()
@@ -420,8 +422,12 @@ public struct NotificationRepository: Sendable {
     /// with their bodies rebuilt from the notifications. A created message
     /// whose notification is gone is left out: a later deleted message
     /// (in this outbox or another) covers it.
-    public func pendingOutboxes(limit: Int = 1_000) async throws(KeyValueStoreError) -> [OutboxBatch] {
-        let page = try await store.query(Query(partition: Self.outboxPartition, limit: limit))
+    ///
+    /// - Parameter committedBefore: only outboxes committed before this
+    ///   Unix millisecond (their ids begin with their commit time).
+    public func pendingOutboxes(limit: Int = 1_000, committedBefore: UInt64? = nil) async throws(KeyValueStoreError) -> [OutboxBatch] {
+        let before = committedBefore.map { SortKeyCondition.lessThan(NotificationIDGenerator.encode(millisecond: $0, high: 0, low: 0)) }
+        let page = try await store.query(Query(partition: Self.outboxPartition, sortKey: before, limit: limit))
         var pending: [(String, [OutboxReference])] = []
         var keys: [ItemKey] = []
         for item in page.items {

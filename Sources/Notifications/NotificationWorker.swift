@@ -187,6 +187,8 @@ final class WorkerLoop {
     /// transaction, or on their own when the worker is idle.
     private var undeleted: [String] = []
     private var failureStreak = 0
+    /// When ``publishOrphanedOutboxes()`` looks next.
+    private var nextOrphanCheck = ContinuousClock.now
 
     init(_ worker: NotificationWorker) {
         self.worker = worker
@@ -207,6 +209,7 @@ final class WorkerLoop {
         var next: Task<[Prepared], any Error>?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             guard await outboxIsClear() else { continue }
+            await publishOrphanedOutboxes()
             let current = next ?? fetchNext()
             next = nil
             let batch: [Prepared]
@@ -252,6 +255,7 @@ final class WorkerLoop {
     func runCore(_ subscription: NATSSubscription) async {
         while !Task.isCancelled {
             guard await outboxIsClear() else { continue }
+            await publishOrphanedOutboxes()
             let messages = await subscription.nextBatch(max: configuration.batchSize)
             if messages.isEmpty {  // drained at shutdown
                 if !undeleted.isEmpty { await deleteOutboxes() }
@@ -446,10 +450,14 @@ final class WorkerLoop {
         }
     }
 
-    /// Publishes every outbox left in the store, oldest first.
-    func publishPendingOutboxes() async throws {
+    /// Publishes the outboxes left in the store, oldest first, except the
+    /// ones this worker published and has yet to delete: all of them (at
+    /// start-up, and after a failed publish), or those committed before
+    /// `committedBefore` (Unix milliseconds).
+    func publishPendingOutboxes(committedBefore: UInt64? = nil) async throws {
         while true {
-            let batches = try await worker.repository.pendingOutboxes(limit: 100)
+            let batches = try await worker.repository.pendingOutboxes(limit: 100, committedBefore: committedBefore)
+                .filter { !undeleted.contains($0.id) }
             if batches.isEmpty { break }
             for batch in batches {
                 for message in batch.messages {
@@ -457,10 +465,30 @@ final class WorkerLoop {
                 }
                 metrics.published(batch.messages.count)
                 try await worker.repository.deleteOutboxes([batch.id])
-                logger.info("published an outbox left from before", metadata: ["outbox": .string(batch.id), "messages": .stringConvertible(batch.messages.count)])
+                logger.info(committedBefore == nil ? "published an outbox left from before" : "published an outbox another worker committed but did not publish (it stopped in between)", metadata: [
+                    "outbox": .string(batch.id), "messages": .stringConvertible(batch.messages.count),
+                ])
             }
         }
-        undeleted.removeAll()
+    }
+
+    /// When several workers share the store, one that dies between its
+    /// commit and its publish leaves an outbox nobody else would publish
+    /// until a worker restarts. Every ``WorkerConfiguration/orphanedOutboxAge``
+    /// each worker publishes the outboxes older than that: its own are
+    /// published at once, so an old one is a stopped worker's. Per-user
+    /// messages are at-least-once; gateways drop a repeat.
+    private func publishOrphanedOutboxes() async {
+        let now = ContinuousClock.now
+        guard now >= nextOrphanCheck else { return }
+        nextOrphanCheck = now + configuration.orphanedOutboxAge
+        let age = configuration.orphanedOutboxAge
+        let cutoff = worker.repository.currentMilliseconds - age.components.seconds * 1_000 - age.components.attoseconds / 1_000_000_000_000_000
+        do {
+            try await publishPendingOutboxes(committedBefore: UInt64(max(cutoff, 0)))
+        } catch {
+            logger.warning("publishing outboxes left by another worker failed; retrying later", metadata: ["error": .string("\(error)")])
+        }
     }
 
     /// `true` when nothing is waiting to be published; otherwise tries to

@@ -27,6 +27,9 @@ public struct WorkerConfiguration: Sendable {
     /// First and longest delay before a failed event is redelivered.
     public var retryDelay: Duration
     public var maxRetryDelay: Duration
+    /// How old another worker's unpublished outbox must be before this
+    /// worker publishes it, and how often it looks (one store query).
+    public var orphanedOutboxAge: Duration
     /// For tests of crash recovery only: kill the process at this point.
     public var crashPoint: CrashPoint?
 
@@ -56,6 +59,7 @@ public struct WorkerConfiguration: Sendable {
         fetchWait: Duration = .milliseconds(500),
         retryDelay: Duration = .seconds(1),
         maxRetryDelay: Duration = .seconds(60),
+        orphanedOutboxAge: Duration = .seconds(10),
         crashPoint: CrashPoint? = nil
     ) {
         self.subject = subject
@@ -73,6 +77,7 @@ public struct WorkerConfiguration: Sendable {
         self.fetchWait = fetchWait
         self.retryDelay = retryDelay
         self.maxRetryDelay = maxRetryDelay
+        self.orphanedOutboxAge = orphanedOutboxAge
         self.crashPoint = crashPoint
     }
 

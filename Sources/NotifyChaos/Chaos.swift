@@ -36,6 +36,8 @@ struct Chaos {
     static func main() async {
         var only: Set<String> = []
         var keep = false
+        var cluster = false
+        var clusterEvents = 20_000
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
         while let argument = arguments.next() {
             switch argument {
@@ -43,14 +45,25 @@ struct Chaos {
                 only.formUnion((arguments.next() ?? "").split(separator: ",").map(String.init))
             case "--keep":
                 keep = true
+            case "--cluster":
+                cluster = true
+            case "--events":
+                guard let count = arguments.next().flatMap({ Int($0) }), count >= 100 else {
+                    FileHandle.standardError.write(Data("--events needs a number of at least 100\n".utf8))
+                    exit(2)
+                }
+                clusterEvents = count
             case "--list":
                 for scenario in scenarios { print("\(scenario.name)\t\(scenario.fault)") }
                 return
             default:
                 FileHandle.standardError.write(Data("""
                     usage: NotifyChaos [--only NAME[,NAME…]] [--keep] [--list]
-                      --only  run these scenarios (see --list)
-                      --keep  keep every scenario's directory (/tmp/chaos-*: logs, data); failed ones are always kept
+                           NotifyChaos --cluster [--events N] [--keep]
+                      --only     run these scenarios (see --list)
+                      --keep     keep every scenario's directory (/tmp/chaos-*: logs, data); failed ones are always kept
+                      --cluster  the scale-out scenario instead: 3 clustered nats-servers, moto's DynamoDB
+                                 server, 2 workers, 2 gateways; N events (default 20,000)
 
                     """.utf8))
                 exit(2)
@@ -62,7 +75,10 @@ struct Chaos {
             exit(2)
         }
         var rows: [Check] = []
-        for scenario in scenarios where only.isEmpty || only.contains(scenario.name) {
+        if cluster {
+            rows = await ClusterTest.run(events: clusterEvents, owners: 100, keep: keep)
+        }
+        for scenario in scenarios where !cluster && (only.isEmpty || only.contains(scenario.name)) {
             rows += await run(scenario, keep: keep)
         }
         NATSLibrary.shutdown()

@@ -15,7 +15,8 @@ struct StoredNotification: Sendable {
 /// for the file's integrity and raw counts, the project's store opened
 /// read-only for the items.
 struct StoreSnapshot: Sendable {
-    var integrity: String
+    /// `PRAGMA integrity_check`'s answer; `nil` for DynamoDB.
+    var integrity: String?
     var notifications: [StoredNotification] = []
     /// Action-key pointers or unread counters that disagree with the notifications.
     var inconsistencies: [String] = []
@@ -84,7 +85,14 @@ enum StoreInspector {
         return snapshot
     }
 
-    private static func read(partition: String, from store: SQLiteKeyValueStore, into snapshot: inout StoreSnapshot) async throws {
+    /// Reads the partitions of `owners` from any store (DynamoDB: no file to check).
+    static func snapshot(_ store: any KeyValueStore, owners: some Sequence<String>) async throws -> StoreSnapshot {
+        var snapshot = StoreSnapshot(integrity: nil)
+        for owner in owners { try await read(partition: "U#" + owner, from: store, into: &snapshot) }
+        return snapshot
+    }
+
+    private static func read(partition: String, from store: any KeyValueStore, into snapshot: inout StoreSnapshot) async throws {
         let owner = String(partition.dropFirst(2))
         var items: [Item] = []
         var start: ItemKey?
@@ -144,7 +152,9 @@ extension Checks {
     mutating func checkStore(_ snapshot: StoreSnapshot, expected: Oracle.Expected, allowed: [String: Set<String>] = [:]) {
         let required = expected.required
         let excused = expected.ambiguous.values.reduce(0) { $0 + $1.count }
-        add("SQLite PRAGMA integrity_check is ok", snapshot.integrity, snapshot.integrity == "ok")
+        if let integrity = snapshot.integrity {
+            add("SQLite PRAGMA integrity_check is ok", integrity, integrity == "ok")
+        }
         let duplicates = snapshot.duplicates
         add("no duplicate rows: one notification per owner and action_key; pointers and unread counters agree",
             "\(snapshot.notifications.count) notifications, \(duplicates.count) duplicated keys\(sample(duplicates)), \(snapshot.inconsistencies.count) inconsistencies\(sample(snapshot.inconsistencies, 2))",

@@ -20,12 +20,13 @@ public struct NotifyProcess: Sendable {
         return path
     }
 
-    /// Starts `notify <command>` with this process's environment plus
+    /// Starts `notify <command>` (words separated by spaces, such as
+    /// `store create-table`) with this process's environment plus
     /// `environment`, writing its output to `log` (truncated first).
     public static func start(command: String, environment: [String: String], log: String) throws(ProcessSupportError) -> NotifyProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try executable())
-        process.arguments = [command]
+        process.arguments = command.split(separator: " ").map(String.init)
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         do {

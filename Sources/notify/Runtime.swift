@@ -111,7 +111,7 @@ struct Runtime {
             metricsText: { registry.emitToBuffer() })
         let logger = self.logger
         return gateway.services { port in
-            logger.info("gateway listening", metadata: ["port": .stringConvertible(port)])
+            logger.info("gateway listening", metadata: ["port": .stringConvertible(port), "nats": .string(connection.connectedURL ?? "-")])
         }
     }
 

@@ -239,6 +239,30 @@ struct WorkerTests {
         }
     }
 
+    /// A worker that died between its commit and its publish leaves an
+    /// outbox; a running worker publishes it once it is older than
+    /// `orphanedOutboxAge`, without waiting for a restart.
+    @Test(arguments: Backend.shared)
+    func aRunningWorkerPublishesAnOutboxAnotherWorkerLeftBehind(backend: Backend) async throws {
+        try await WorkerHarness.run(backend: backend) { harness in
+            var configuration = WorkerHarness.configuration()
+            configuration.orphanedOutboxAge = .milliseconds(500)
+            let worker = try await harness.startWorker(configuration)
+            // The dead worker's commit: stored, its outbox never published.
+            let left = try await harness.withRepository { repository in
+                try await repository.apply([RepositoryTests.event(owner: "ana", trigger: "ben", resource: "orphan")])
+            }
+            let outbox = try #require(left.outbox)
+            let messages = await harness.users.wait(for: 1, timeout: .seconds(10))
+            #expect(messages.map(\.subject) == ["users.ana.notifications"])
+            let published = try messages.first.map { try object($0)["notification"] as? [String: Any] }
+            #expect(published??["resource_id"] as? String == "orphan")
+            #expect(try await eventually { try await harness.withRepository { try await $0.pendingOutboxes().isEmpty } })
+            #expect(!outbox.messages.isEmpty)
+            await worker.stop()
+        }
+    }
+
     /// A store failure naks with backoff; after the last delivery the event
     /// is dead-lettered as `store_failed`, while other events are stored.
     @Test(arguments: Backend.shared)
