@@ -6,8 +6,9 @@ PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
 CHAOS_ARGS  ?=
+CLUSTER_ARGS ?=
 
-.PHONY: deps build release run test browser-test bench sqlite-ceiling chaos leak-check fuzz verify-image clean
+.PHONY: deps build release run test browser-test bench cluster-bench sqlite-ceiling chaos cluster-test leak-check fuzz verify-image clean
 
 ## Install the Debian packages notify needs (with sudo when not root).
 deps:
@@ -45,6 +46,17 @@ bench: deps
 	.build/release/NotifyBenchmark $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
 
+## Worker throughput with 1 and with 2 workers: on one nats-server and the
+## SQLite file (200,000 events), and on a 3-node cluster (stream R3) with
+## moto's DynamoDB server as the store (5,000 events); CPU per event of
+## each part. One JSON line per run.
+cluster-bench: deps
+	@scripts/install-moto.sh
+	$(SWIFT) build -c release --product NotifyBenchmark
+	$(SWIFT) build -c release --product notify
+	for workers in 1 2; do .build/release/NotifyBenchmark --workers $$workers --seconds 1 || exit 1; done
+	for workers in 1 2; do .build/release/NotifyBenchmark --cluster true --workers $$workers --events 5000 || exit 1; done
+
 ## SQLite's own ceiling for the store's row work per event (C, no NATS,
 ## JSON or Swift): 200,000 events in batches of 1,024, 8,192 and 32,768,
 ## with SQLite's autocheckpoint and with none. One JSON line per run.
@@ -70,6 +82,17 @@ chaos: deps
 ## 100,000 events through the worker under LeakSanitizer.
 leak-check: deps
 	scripts/leak-check.sh
+
+## Scale-out under faults: 3 clustered nats-servers (stream R3), moto's
+## DynamoDB server as the store, 2 workers, 2 gateways, 2 WebSocket clients
+## per user (one per gateway); 20,000 events while one NATS node and one
+## worker are SIGKILLed; checks nothing lost or duplicated, both workers
+## worked, cross-gateway delivery and reconnects. CLUSTER_ARGS="--events N".
+cluster-test: deps
+	@scripts/install-moto.sh
+	$(SWIFT) build -c release --product notify
+	$(SWIFT) build -c release --product NotifyChaos
+	.build/release/NotifyChaos --cluster $(CLUSTER_ARGS)
 
 ## The event validator and the JWT verifier under libFuzzer and
 ## AddressSanitizer: FUZZ_RUNS inputs each (default 1,000,000);

@@ -13,7 +13,9 @@ table of many thousand items:
   request changes it);
 - a transaction backs up only the items it touches, and puts them back
   when it is cancelled (moto copies the whole table once per action, which
-  takes longer with every item stored).
+  takes longer with every item stored);
+- a query on a table without secondary indexes reads its own partition
+  (moto sorts every item of the table for each query).
 """
 import copy
 import os
@@ -93,6 +95,38 @@ def _transact_backing_up_items(self, transact_items):
 
 
 dynamodb.DynamoDBBackend.transact_write_items = _transact_backing_up_items
+
+_all_items = dynamodb.Table.all_items
+_query = dynamodb.Table.query
+_queried_partition = None
+
+
+def _all_items_of_queried_partition(self):
+    """The queried partition's items in sort key order while a query runs
+    on a table without indexes; every item otherwise (scans)."""
+    if _queried_partition is None:
+        return _all_items(self)
+    partition = self.items.get(_queried_partition)
+    if not partition:
+        return []
+    if self.range_key_attr:
+        return sorted(partition.values(), key=lambda item: item.range_key)
+    return [partition]
+
+
+def _query_one_partition(self, hash_key, *args, **kwargs):
+    global _queried_partition
+    if self.all_indexes():
+        return _query(self, hash_key, *args, **kwargs)
+    _queried_partition = hash_key
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        _queried_partition = None
+
+
+dynamodb.Table.all_items = _all_items_of_queried_partition
+dynamodb.Table.query = _query_one_partition
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 parent = os.getppid()

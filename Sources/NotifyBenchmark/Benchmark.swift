@@ -19,6 +19,8 @@ struct Benchmark {
         var natsURL: String?
         var gateway = false
         var users = 10_000
+        var workers = 1
+        var cluster = false
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -36,8 +38,10 @@ struct Benchmark {
                 case "--nats-url": natsURL = value
                 case "--gateway": gateway = value == "true"
                 case "--users": users = Int(value) ?? users
+                case "--workers": workers = max(1, Int(value) ?? workers)
+                case "--cluster": cluster = value == "true"
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true]\n".utf8))
                     exit(2)
                 }
             }
@@ -75,6 +79,13 @@ struct Benchmark {
             print(String(decoding: data, as: UTF8.self))
             return
         }
+        if options.cluster {
+            let result = try await ClusterBenchmark.run(options, directory: workDirectory.path)
+            NATSLibrary.shutdown()
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
         let server = try await NATSServerProcess.start(directory: workDirectory.path)
         defer { server.stop() }
         progress("nats-server on port \(server.port)")
@@ -99,36 +110,21 @@ struct Benchmark {
         let users = try connection.subscribe("users.>", bufferLimit: 4_000_000)
         try await connection.flush()
 
-        let worker = try NotifyProcess.start(url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize)
-        defer { worker.stop() }
-        try await worker.waitUntilRunning()
+        let workers = try (1...options.workers).map { index in
+            try NotifyProcess.start(
+                url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize,
+                log: options.workers == 1 ? "worker.log" : "worker-\(index).log")
+        }
+        defer { workers.forEach { $0.stop() } }
+        for worker in workers { try await worker.waitUntilRunning() }
         let jetStream = try JetStream(connection: connection)
 
         // Phase 1: the mixed workload as fast as JetStream takes it.
-        var workload = Workload(owners: options.owners, seed: 42)
-        let messages = (0..<options.events).map { _ in workload.next() }
-        let expected = workload.expectedUserMessages
-        progress("publishing \(options.events) events (\(expected) per-user messages expected)")
-        let publisher = try JetStreamAsyncPublisher(connection: connection, maxPending: 8_192)
         let receiver = Receiver(users)
-        let started = ContinuousClock.now
-        for chunk in stride(from: 0, to: messages.count, by: 4_096) {
-            try await publisher.publish(Array(messages[chunk..<min(chunk + 4_096, messages.count)]))
-        }
-        try await publisher.waitForAcks(timeout: .seconds(120))
-        let published = ContinuousClock.now - started
-        progress("published in \(published), \(publisher.failureCount) failures")
-        let (received, last) = await receiver.wait(for: expected, timeout: .seconds(600))
-        let elapsed = last - started
-        let drained = try await waitUntilDrained(jetStream)
-        let throughput = Double(options.events) / seconds(elapsed)
-        progress(String(format: "throughput: %d events in %.2f s = %.0f events/s (%d/%d per-user messages)", options.events, seconds(elapsed), throughput, received, expected))
-        result["events"] = options.events
-        result["events_per_second"] = Int(throughput)
-        result["publish_seconds"] = round(seconds(published) * 100) / 100
-        result["user_messages_expected"] = expected
-        result["user_messages_received"] = received
-        result["consumer_drained"] = drained
+        try await throughput(options, connection: connection, receiver: receiver, timeout: .seconds(600), result: &result)
+        result["worker_cpu_ms_per_event"] = cpuMillisecondsPerEvent(workers.map { $0.cpuSeconds() }, events: options.events)
+        result["nats_cpu_ms_per_event"] = cpuMillisecondsPerEvent([server.cpuSeconds()], events: options.events)
+        result["consumer_drained"] = try await waitUntilDrained(jetStream)
 
         // Phase 2: latency at a fixed rate, published as a latency-minded
         // producer would: each event sent at once, not held by nats.c for
@@ -144,13 +140,47 @@ struct Benchmark {
         ]
         progress("latency at \(options.latencyRate)/s: p50 \(percentile(latencies, 0.5)) ms, p99 \(percentile(latencies, 0.99)) ms, max \(latencies.max() ?? 0) ms")
 
-        result["worker_peak_rss_mib"] = worker.peakRSSMiB()
+        result["worker_peak_rss_mib"] = workers.map { $0.peakRSSMiB() }.max() ?? 0
+        result["workers"] = options.workers
         result["sqlite_synchronous"] = options.synchronous
         result["batch_size"] = options.batchSize
         result["owners"] = options.owners
         result["cores"] = ProcessInfo.processInfo.activeProcessorCount
         receiver.stop()
         await connection.close()
+    }
+
+    /// Publishes the mixed workload as fast as JetStream takes it and waits
+    /// for every per-user message; records events/s and the counts.
+    static func throughput(
+        _ options: Options, connection: NATSConnection, receiver: Receiver, timeout: Duration, result: inout [String: Any]
+    ) async throws {
+        var workload = Workload(owners: options.owners, seed: 42)
+        let messages = (0..<options.events).map { _ in workload.next() }
+        let expected = workload.expectedUserMessages
+        progress("publishing \(options.events) events (\(expected) per-user messages expected) to \(options.workers) worker(s)")
+        let publisher = try JetStreamAsyncPublisher(connection: connection, maxPending: 8_192)
+        let started = ContinuousClock.now
+        for chunk in stride(from: 0, to: messages.count, by: 4_096) {
+            try await publisher.publish(Array(messages[chunk..<min(chunk + 4_096, messages.count)]))
+        }
+        try await publisher.waitForAcks(timeout: .seconds(120))
+        let published = ContinuousClock.now - started
+        progress("published in \(published), \(publisher.failureCount) failures")
+        let (received, last) = await receiver.wait(for: expected, timeout: timeout)
+        let elapsed = last - started
+        let throughput = Double(options.events) / seconds(elapsed)
+        progress(String(format: "throughput: %d events in %.2f s = %.0f events/s (%d/%d per-user messages)", options.events, seconds(elapsed), throughput, received, expected))
+        result["events"] = options.events
+        result["events_per_second"] = Int(throughput)
+        result["publish_seconds"] = round(seconds(published) * 100) / 100
+        result["user_messages_expected"] = expected
+        result["user_messages_received"] = received
+    }
+
+    /// CPU milliseconds per event over `processes` (their CPU seconds so far).
+    static func cpuMillisecondsPerEvent(_ processes: [Double?], events: Int) -> Double {
+        (processes.reduce(0) { $0 + ($1 ?? 0) } * 1_000 / Double(max(events, 1)) * 1_000).rounded() / 1_000
     }
 
     /// Publishes the workload to a server where a worker already runs, and

@@ -5,14 +5,19 @@ import NIOWebSocket
 import Synchronization
 
 /// One user's WebSocket client (`/ws`), as a careful browser tab would be:
-/// on every disconnect it reconnects with `since=<last notification id>`,
-/// and it records every `notification.created` it receives.
+/// on every disconnect it reconnects with `since=<last notification id>`
+/// (having received none, it first loads its feed over HTTP, as a page
+/// does, and resumes from the newest id there),
+/// and it records every `notification.created` and `notification.deleted`
+/// it receives.
 final class FeedClient: Sendable {
     struct State: Sendable {
         /// Ids of created notifications, in the order first received.
         var created: [String] = []
         var seen = Set<String>()
         var actionKeys = Set<String>()
+        /// Ids of `notification.deleted` frames.
+        var deleted = Set<String>()
         /// Created notifications received again (the contract allows none).
         var duplicates = 0
         var hellos = 0
@@ -44,6 +49,13 @@ final class FeedClient: Sendable {
         var logger = Logger(label: "chaos-ws")
         logger.logLevel = .critical
         while !stopping.load(ordering: .relaxed) {
+            if state.withLock({ $0.lastID == nil && $0.hellos > 0 }), let feed = try? await GatewayCrashes.feedIDs(port: port, user: user) {
+                state.withLock { state in
+                    state.trace.append("\(state.hellos)\tloaded\t\(feed.count) from GET /v1/notifications")
+                    for id in feed.sorted() where state.seen.insert(id).inserted { state.created.append(id) }
+                    state.lastID = feed.max()
+                }
+            }
             var url = "ws://127.0.0.1:\(port)/ws?access_token=\(token)"
             let last = state.withLock { state in
                 state.trace.append("\(state.hellos + 1)\tconnect\tsince=\(state.lastID ?? "-")")
@@ -99,6 +111,10 @@ final class FeedClient: Sendable {
                     state.duplicates += 1
                 }
                 if state.lastID.map({ id > $0 }) ?? true { state.lastID = id }
+            case "notification.deleted":
+                guard let id = frame["id"] as? String else { return }
+                state.trace.append("\(state.hellos)\tdeleted\t\(id)")
+                state.deleted.insert(id)
             default:
                 break
             }

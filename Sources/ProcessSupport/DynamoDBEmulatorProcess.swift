@@ -73,10 +73,8 @@ public struct DynamoDBEmulatorProcess: Sendable {
     /// CPU seconds the server has used so far.
     public func cpuSeconds() -> Double? { processCPUSeconds(process.processIdentifier) }
 
-    /// SIGTERM, and waits for the exit.
+    /// SIGTERM, and waits for the exit (SIGKILL after 10 s).
     public func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        stopProcess(process)
     }
 }

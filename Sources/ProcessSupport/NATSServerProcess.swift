@@ -118,10 +118,8 @@ public struct NATSServerProcess: Sendable {
     /// CPU seconds the server has used so far.
     public func cpuSeconds() -> Double? { processCPUSeconds(pid) }
 
-    /// SIGTERM, and waits for the exit.
+    /// SIGTERM, and waits for the exit (SIGKILL after 10 s).
     public func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        stopProcess(process)
     }
 }

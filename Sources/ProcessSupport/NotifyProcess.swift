@@ -41,16 +41,17 @@ public struct NotifyProcess: Sendable {
     }
 
     /// `notify <command>` against `url`, with its store in `directory`/data
-    /// and its log in `directory`/worker.log.
+    /// and its log in `directory`/`log`.
     public static func start(
-        url: String, directory: String, synchronous: String, batchSize: Int, command: String = "worker", extra: [String: String] = [:]
+        url: String, directory: String, synchronous: String, batchSize: Int, command: String = "worker", extra: [String: String] = [:],
+        log: String = "worker.log"
     ) throws(ProcessSupportError) -> NotifyProcess {
         var environment = [
             "NATS_URL": url, "DATA_DIR": directory + "/data", "SQLITE_SYNCHRONOUS": synchronous,
             "WORKER_BATCH_SIZE": String(batchSize), "LOG_LEVEL": "info", "ENVIRONMENT": "development",
         ]
         environment.merge(extra) { _, new in new }
-        return try start(command: command, environment: environment, log: directory + "/worker.log")
+        return try start(command: command, environment: environment, log: directory + "/" + log)
     }
 
     /// Everything the process has written so far.
@@ -123,11 +124,9 @@ public struct NotifyProcess: Sendable {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
     }
 
-    /// SIGTERM, and waits for the exit.
+    /// SIGTERM, and waits for the exit (SIGKILL after 10 s).
     public func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        stopProcess(process)
     }
 }
 
@@ -140,6 +139,18 @@ func processCPUSeconds(_ pid: pid_t) -> Double? {
     let fields = stat[stat.index(after: end)...].split(separator: " ")
     guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after `grace`;
+/// returns once it has exited. Polls with a sleep: Foundation's
+/// `waitUntilExit()` spins a CPU while it waits off the main thread.
+func stopProcess(_ process: Process, grace: Duration = .seconds(10)) {
+    guard process.isRunning else { return }
+    process.terminate()
+    let deadline = ContinuousClock.now + grace
+    while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    while process.isRunning { usleep(10_000) }
 }
 
 func sendSignal(_ signal: Int32, to process: Process) {
