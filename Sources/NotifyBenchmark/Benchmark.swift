@@ -176,6 +176,7 @@ struct Benchmark {
         result["publish_seconds"] = round(seconds(published) * 100) / 100
         result["user_messages_expected"] = expected
         result["user_messages_received"] = received
+        result["notifications_expected"] = workload.expectedLiveNotifications
     }
 
     /// CPU milliseconds per event over `processes` (their CPU seconds so far).

@@ -12,6 +12,8 @@ struct Workload {
     private var live = Set<String>()
     private var sequence = 0
     private(set) var expectedUserMessages = 0
+    /// Notifications left live when the events are applied in stream order.
+    var expectedLiveNotifications: Int { live.count }
 
     init(owners: Int, seed: UInt64) {
         self.owners = owners

@@ -222,7 +222,7 @@ public final class SQLiteDatabase: Sendable {
         do throws(SQLiteError) {
             try connection.execute("PRAGMA busy_timeout = \(milliseconds(configuration.busyTimeout))")
             try checkOwnership(connection, path: path, allowNew: true)
-            let mode = try connection.scalarText("PRAGMA journal_mode = WAL")
+            let mode = try switchToWAL(connection, within: configuration.busyTimeout)
             guard mode?.lowercased() == "wal" else {
                 throw SQLiteError(code: SQLITE_ERROR, message: "cannot switch \(path) to WAL mode (journal_mode is \(mode ?? "unknown"))")
             }
@@ -235,6 +235,20 @@ public final class SQLiteDatabase: Sendable {
             try migrate(connection, path: path)
         } catch {
             throw explain(error, path: path)
+        }
+    }
+
+    /// `PRAGMA journal_mode = WAL`, retried while another process holds
+    /// the lock: two processes opening a new file at once need it in turn,
+    /// and SQLite answers one of them busy at once, without waiting.
+    private static func switchToWAL(_ connection: SQLiteConnection, within timeout: Duration) throws(SQLiteError) -> String? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            do {
+                return try connection.scalarText("PRAGMA journal_mode = WAL")
+            } catch where error.primaryCode == SQLITE_BUSY && ContinuousClock.now < deadline {
+                sqlite3_sleep(Int32.random(in: 5...25))
+            }
         }
     }
 
@@ -257,11 +271,22 @@ public final class SQLiteDatabase: Sendable {
     }
 
     /// Refuses files that belong to another application or a newer version.
+    /// Reads the header and the schema in one snapshot: another process may
+    /// be initialising the file at the same moment.
     private static func checkOwnership(_ connection: SQLiteConnection, path: String, allowNew: Bool) throws(SQLiteError) {
-        let applicationID = try connection.scalar("PRAGMA application_id") ?? 0
-        let version = try connection.scalar("PRAGMA user_version") ?? 0
+        try connection.execute("BEGIN")
+        let header: (applicationID: Int64, version: Int64, objects: Int64)
+        do {
+            header = (
+                try connection.scalar("PRAGMA application_id") ?? 0, try connection.scalar("PRAGMA user_version") ?? 0,
+                try connection.scalar("SELECT count(*) FROM sqlite_schema") ?? 0)
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+        let (applicationID, version, objects) = header
         if applicationID == 0 {
-            let objects = try connection.scalar("SELECT count(*) FROM sqlite_schema") ?? 0
             if objects > 0 || version != 0 {
                 throw SQLiteError(code: SQLITE_ERROR, message: "\(path) is an SQLite database of another application; it was left untouched: move it away or set DATA_DIR to another directory")
             }

@@ -23,6 +23,24 @@ struct SQLiteStoreTests {
         }
     }
 
+    /// Two workers started together on a new file: each opens it (one
+    /// switches it to WAL while the other waits), neither gives up.
+    @Test func twoHandlesOpeningANewFileAtOnceBothSucceed() async throws {
+        try await withTemporaryDirectory { directory in
+            for round in 0..<20 {
+                let path = directory.file("store-\(round).sqlite")
+                async let first = SQLiteDatabase.open(.init(path: path))
+                async let second = SQLiteDatabase.open(.init(path: path))
+                let (a, b) = try await (first, second)
+                let store = try await SQLiteKeyValueStore(database: a, tableName: "items")
+                try await store.putItem(Item(key: ItemKey(partition: "p", sort: "s"), attributes: ["v": 1]))
+                #expect(try await SQLiteKeyValueStore(database: b, tableName: "items").getItem(ItemKey(partition: "p", sort: "s"))?["v"] == 1)
+                await a.close()
+                await b.close()
+            }
+        }
+    }
+
     @Test func tablesAreSeparate() async throws {
         try await withTemporaryDirectory { directory in
             let database = try await SQLiteDatabase.open(.init(path: directory.file("store.sqlite")))
