@@ -56,7 +56,9 @@ public struct NotificationWorker: Service, CustomStringConvertible {
             let context = try JetStream(connection: connection)
             jetStream = context
             do {
-                source = try await jetStreamSource(context, configuration: configuration, logger: logger)
+                source = try await retryingTimeouts(for: configuration.startupTimeout, logger: logger) { () async throws(NATSError) in
+                    try await jetStreamSource(context, configuration: configuration, logger: logger)
+                }
             } catch {
                 guard error.code == .noResponders || error.jetStreamCode == 10076 else { throw error }
                 throw WorkerStartupError(message: "JetStream is not enabled on the NATS server (\(error.statusText)); start nats-server with -js, or set NATS_JETSTREAM=false for at-most-once core NATS")
@@ -75,6 +77,24 @@ public struct NotificationWorker: Service, CustomStringConvertible {
         let loop = WorkerLoop(worker)
         try await loop.publishPendingOutboxes()
         return worker
+    }
+
+    /// Runs `body` again while JetStream times out, for up to `limit`: a
+    /// cluster answers no stream or consumer request while it elects a
+    /// leader, as when several workers start together and one creates a
+    /// replicated stream.
+    private static func retryingTimeouts<T>(
+        for limit: Duration, logger: Logger, _ body: () async throws(NATSError) -> T
+    ) async throws(NATSError) -> T {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            do {
+                return try await body()
+            } catch where error.code == .timeout && ContinuousClock.now < deadline {
+                logger.warning("JetStream did not answer in time (a cluster may be electing a leader); retrying", metadata: ["error": .string(error.description)])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     private static func jetStreamSource(

@@ -27,6 +27,8 @@ public struct WorkerConfiguration: Sendable {
     /// First and longest delay before a failed event is redelivered.
     public var retryDelay: Duration
     public var maxRetryDelay: Duration
+    /// How long start-up retries JetStream requests that time out.
+    public var startupTimeout: Duration
     /// How old another worker's unpublished outbox must be before this
     /// worker publishes it, and how often it looks (one store query).
     public var orphanedOutboxAge: Duration
@@ -60,6 +62,7 @@ public struct WorkerConfiguration: Sendable {
         retryDelay: Duration = .seconds(1),
         maxRetryDelay: Duration = .seconds(60),
         orphanedOutboxAge: Duration = .seconds(10),
+        startupTimeout: Duration = .seconds(60),
         crashPoint: CrashPoint? = nil
     ) {
         self.subject = subject
@@ -78,6 +81,7 @@ public struct WorkerConfiguration: Sendable {
         self.retryDelay = retryDelay
         self.maxRetryDelay = maxRetryDelay
         self.orphanedOutboxAge = orphanedOutboxAge
+        self.startupTimeout = startupTimeout
         self.crashPoint = crashPoint
     }
 

@@ -148,12 +148,14 @@ enum ClusterTest {
     static func scenario(_ world: ClusterWorld, events count: Int, owners: Int, _ checks: inout Checks) async throws {
         let (n2, n3) = (world.servers[1].url, world.servers[2].url)
         let metricsA = try LoopbackSocket.freePort(), metricsB = try LoopbackSocket.freePort()
+        // Both workers start together: one creates the replicated stream
+        // while the other waits for the cluster to answer.
         let workerA = try world.startNotify("worker", log: "worker-a.log", urls: [n2, n3], extra: ["METRICS_PORT": String(metricsA), "NATS_ACK_WAIT": "10s"])
-        try await workerA.waitUntilRunning()
         let workerB = try world.startNotify("worker", log: "worker-b.log", urls: [n3, n2], extra: ["METRICS_PORT": String(metricsB), "NATS_ACK_WAIT": "10s"])
         let gatewayA = try world.startNotify("gateway", log: "gateway-a.log", urls: [n3, n2])
         let gatewayB = try world.startNotify("gateway", log: "gateway-b.log", urls: [n2, n3])
-        try await workerB.waitUntilRunning()
+        try await workerA.waitForOutput(containing: "worker running", timeout: .seconds(90))
+        try await workerB.waitForOutput(containing: "worker running", timeout: .seconds(90))
         let portA = try await gatewayA.waitForPort(), portB = try await gatewayB.waitForPort()
         let replicas = try await world.jetStream.streamInfo(Harness.stream)?.replicas ?? 0
         checks.add("the worker created the event stream with 3 replicas (NATS_STREAM_REPLICAS=3)", "stream \(Harness.stream): \(replicas) replicas", replicas == 3)

@@ -46,15 +46,7 @@ public struct DynamoDBEmulatorProcess: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = pythonArguments + [repository.appendingPathComponent("scripts/moto-server.py").path]
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        do {
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-        } catch {
-            throw ProcessSupportError("cannot start moto's DynamoDB server: \(error)")
-        }
+        try run(process, log: log, name: "moto's DynamoDB server")
         let marker = "listening on "
         for _ in 0..<1_200 {
             let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

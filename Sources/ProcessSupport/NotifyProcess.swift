@@ -28,15 +28,7 @@ public struct NotifyProcess: Sendable {
         process.executableURL = URL(fileURLWithPath: try executable())
         process.arguments = command.split(separator: " ").map(String.init)
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        do {
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-        } catch {
-            throw ProcessSupportError("cannot start notify \(command): \(error)")
-        }
+        try run(process, log: log, name: "notify \(command)")
         return NotifyProcess(process: process, log: log)
     }
 
@@ -139,6 +131,19 @@ func processCPUSeconds(_ pid: pid_t) -> Double? {
     let fields = stat[stat.index(after: end)...].split(separator: " ")
     guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// Starts `process` with its stdout and stderr in `log` (truncated first).
+func run(_ process: Process, log: String, name: String) throws(ProcessSupportError) {
+    _ = FileManager.default.createFile(atPath: log, contents: nil)
+    do {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    } catch {
+        throw ProcessSupportError("cannot start \(name): \(error)")
+    }
 }
 
 /// SIGTERM, then SIGKILL if the process is still there after `grace`;
