@@ -113,6 +113,7 @@ let package = Package(
             name: "notify",
             dependencies: [
                 "NATS",
+                "JSON",
                 "KeyValueStore",
                 "SQLiteStore",
                 "DynamoDBStore",

@@ -56,13 +56,17 @@ async function api(path, options = {}) {
 async function load() {
   const page = await api("/v1/notifications?limit=50");
   items.clear(); page.items.forEach((n) => items.set(n.id, n)); setBadge(page.unread); render();
+  if (page.items.length && (!lastId || page.items[0].id > lastId)) lastId = page.items[0].id;
 }
 function open() {
   const url = new URL("/ws", location.href); url.protocol = url.protocol.replace("http", "ws");
   url.searchParams.set("access_token", token); if (lastId) url.searchParams.set("since", lastId);
   socket = new WebSocket(url);
   socket.onopen = () => { $("status").textContent = `connected as ${$("user").value}`; };
-  socket.onclose = (e) => { $("status").textContent = `disconnected (${e.code}); reconnecting`; setTimeout(open, 1000); };
+  socket.onclose = (e) => {
+    $("status").textContent = `disconnected (${e.code}); reconnecting`;
+    setTimeout(async () => { if (!lastId) await load(); open(); }, 1000);
+  };
   socket.onmessage = (e) => {
     const frame = JSON.parse(e.data);
     if (frame.type === "hello") setBadge(frame.unread);
@@ -74,7 +78,7 @@ function open() {
 }
 $("connect").onclick = async () => {
   const { token: t } = await api("/dev/token", { method: "POST", body: JSON.stringify({ user: $("user").value }) });
-  token = t; if (socket) { socket.onclose = null; socket.close(); }
+  token = t; lastId = null; if (socket) { socket.onclose = null; socket.close(); }
   await load(); open();
   $("publish").disabled = false; $("read").disabled = false;
 };

@@ -39,6 +39,14 @@ public struct StreamInfo: Sendable, Hashable {
     public let replicas: Int
 }
 
+/// A message as a stream keeps it.
+public struct StoredMessage: Sendable {
+    public let sequence: UInt64
+    /// When the stream stored it, in nanoseconds since the Unix epoch.
+    public let time: Int64
+    public let message: NATSMessage
+}
+
 /// A durable pull consumer's settings (explicit acks, deliver all).
 public struct ConsumerConfiguration: Sendable, Hashable {
     public var durableName: String
@@ -172,6 +180,47 @@ public final class JetStream: @unchecked Sendable {
             // Another worker may have created it between our lookup and add.
             if let existing = try await streamInfo(configuration.name) { return (existing, false) }
             throw error
+        }
+    }
+
+    // MARK: Stored messages
+
+    /// The message stored at `sequence`, or `nil` when there is none (never
+    /// stored, deleted, or purged).
+    public func message(stream: String, sequence: UInt64) async throws(NATSError) -> StoredMessage? {
+        try await onQueue(blockingQueue) { [self] () throws(NATSError) -> StoredMessage? in
+            var message: OpaquePointer?
+            var code = jsErrCode(rawValue: 0)
+            let status = js_GetMsg(&message, handle, stream, sequence, nil, &code)
+            if status == NATS_NOT_FOUND || code == JSNoMessageFoundErr { return nil }
+            try check(status, "get stream message", jetStreamCode: code, context: "stream \(stream) sequence \(sequence)")
+            guard let message else { return nil }
+            defer { natsMsg_Destroy(message) }
+            return StoredMessage(sequence: natsMsg_GetSequence(message), time: natsMsg_GetTime(message), message: NATSMessage(copying: message))
+        }
+    }
+
+    /// Deletes the message at `sequence`; `false` when there was none.
+    @discardableResult
+    public func deleteMessage(stream: String, sequence: UInt64) async throws(NATSError) -> Bool {
+        try await onQueue(blockingQueue) { [self] () throws(NATSError) -> Bool in
+            var code = jsErrCode(rawValue: 0)
+            let status = js_DeleteMsg(handle, stream, sequence, nil, &code)
+            if status == NATS_NOT_FOUND || code == JSNoMessageFoundErr || code == JSSequenceNotFoundErr { return false }
+            try check(status, "delete stream message", jetStreamCode: code, context: "stream \(stream) sequence \(sequence)")
+            return true
+        }
+    }
+
+    /// Removes every message stored before `sequence`, or all of them.
+    public func purge(stream: String, before sequence: UInt64? = nil) async throws(NATSError) {
+        try await onQueue(blockingQueue) { [self] () throws(NATSError) in
+            var options = jsOptions()
+            jsOptions_Init(&options)
+            options.Wait = max(1, milliseconds(requestTimeout))
+            if let sequence { options.Stream.Purge.Sequence = sequence }
+            var code = jsErrCode(rawValue: 0)
+            try check(js_PurgeStream(handle, stream, &options, &code), "purge stream", jetStreamCode: code, context: "stream \(stream)")
         }
     }
 

@@ -5,6 +5,7 @@ import KeyValueStore
 import NATS
 import Notifications
 import SQLiteStore
+import Synchronization
 import Testing
 import TestSupport
 
@@ -432,6 +433,66 @@ struct NotifyCommandTests {
     }
 
     // MARK: Running and crashing
+
+    /// `notify dlq`: list and filter by reason, show headers and body,
+    /// replay through validation (a fixed event is stored, a still-bad
+    /// one dead-lettered again), refuse an unknown sequence, purge.
+    @Test func deadLettersAreListedShownReplayedAndPurged() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let environment = Self.environment(server, data: directory)
+                let worker = try ChildProcess.spawn(Self.executable, arguments: ["worker"], environment: environment, outputPath: directory.file("worker.log"))
+                try await worker.waitForOutput(containing: "worker running")
+                let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
+                let jetStream = try JetStream(connection: connection)
+                let pushed = Mutex(0)
+                let users = try connection.subscribe("users.ana.notifications") { _ in pushed.withLock { $0 += 1 } }
+                try await connection.flush()
+                // Rejected on sight by the worker: no resource_id.
+                _ = try await jetStream.publish("notifications.post.like", payload: Array(#"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","created_at":1765318000}"#.utf8))
+                // A good event as the worker dead-letters it after a store failure.
+                _ = try await jetStream.publish("dlq.notifications.post.like", payload: Array(Self.like.utf8), headers: ["Notify-Error": "store_failed", "Notify-Attempts": "5"])
+                #expect(try await eventually { try await jetStream.streamInfo("NOTIFICATIONS_DLQ")?.messages == 2 })
+
+                let list = try await Self.run(["dlq", "list"], environment: environment, in: directory)
+                #expect(list.status == 0)
+                let lines = list.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+                #expect(lines.count == 2)
+                #expect(lines.first?.contains(#""seq":1,"#) == true && lines.first?.contains(#""subject":"notifications.post.like","reason":"missing_field","attempts":1"#) == true)
+                #expect(lines.last?.contains(#""seq":2,"#) == true && lines.last?.contains(#""reason":"store_failed","attempts":5"#) == true)
+                let failedOnly = try await Self.run(["dlq", "list", "--reason", "store_failed"], environment: environment, in: directory)
+                #expect(failedOnly.output.split(separator: "\n").filter { $0.hasPrefix("{") }.count == 1)
+
+                let show = try await Self.run(["dlq", "show", "2"], environment: environment, in: directory)
+                #expect(show.status == 0)
+                #expect(show.output.contains(#""Notify-Error":"store_failed""#))
+                #expect(show.output.contains(#""body":"{\"owner\":\"ana\""#))
+
+                let replay = try await Self.run(["dlq", "replay", "2", "1"], environment: environment, in: directory)
+                #expect(replay.status == 0)
+                #expect(replay.output.contains(#"{"seq":2,"subject":"notifications.post.like","stream":"NOTIFICATIONS""#))
+                // The fixed event is stored and pushed; the bad one comes back as sequence 3.
+                #expect(await eventually { pushed.withLock { $0 } == 1 })
+                #expect(try await eventually { try await jetStream.message(stream: "NOTIFICATIONS_DLQ", sequence: 3)?.message.headers["Notify-Error"] == "missing_field" })
+                #expect(try await jetStream.streamInfo("NOTIFICATIONS_DLQ")?.messages == 1)
+
+                let unknown = try await Self.run(["dlq", "replay", "99"], environment: environment, in: directory)
+                #expect(unknown.status == 2)
+                #expect(unknown.output.contains("no dead letter 99 in NOTIFICATIONS_DLQ"))
+                let neither = try await Self.run(["dlq", "replay"], environment: environment, in: directory)
+                #expect(neither.status != 0)
+
+                let young = try await Self.run(["dlq", "purge", "--older-than", "1h"], environment: environment, in: directory)
+                #expect(young.output.contains(#"{"purged":0,"kept":1}"#))
+                let all = try await Self.run(["dlq", "purge", "--all"], environment: environment, in: directory)
+                #expect(all.output.contains(#"{"purged":1,"kept":0}"#))
+                users.unsubscribe()
+                await connection.close()
+                worker.signal(SIGTERM)
+                #expect(try await worker.wait(timeout: .seconds(10)) == 0)
+            }
+        }
+    }
 
     @Test func sigtermStopsTheWorkerWithStatus0() async throws {
         try await withNATSServer { server in
