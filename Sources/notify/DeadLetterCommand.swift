@@ -42,6 +42,24 @@ struct DeadLetters {
         }
     }
 
+    /// Opens the dead letters, runs `body` and closes the connection; an
+    /// error ends the process with one line saying what could not be done.
+    static func with(_ settings: CommonSettings, to action: String, _ body: (DeadLetters) async throws -> Void) async throws {
+        try await withNATSLibrary {
+            let (deadLetters, connection) = await open(settings)
+            do {
+                try await body(deadLetters)
+            } catch let exit as ExitCode {
+                await connection.close()
+                throw exit
+            } catch {
+                await connection.close()
+                fail("cannot \(action) \(deadLetters.stream): \(error)", code: exitUnavailable)
+            }
+            await connection.close()
+        }
+    }
+
     /// Every dead letter from `first` on, oldest first, with `body` called
     /// on each until it returns `false`.
     func forEach(from first: UInt64 = 0, _ body: (StoredMessage) async throws -> Bool) async throws {
@@ -111,21 +129,14 @@ struct DeadLetterList: AsyncParsableCommand {
 
     func run() async throws {
         let settings = CommonSettings.load(common)
-        try await withNATSLibrary {
-            let (deadLetters, connection) = await DeadLetters.open(settings)
+        try await DeadLetters.with(settings, to: "read") { deadLetters in
             var printed = 0
-            do {
-                try await deadLetters.forEach { stored in
-                    guard reason == nil || stored.message.headers["Notify-Error"] == reason else { return true }
-                    print(deadLetters.describe(stored, body: false))
-                    printed += 1
-                    return printed < limit
-                }
-            } catch {
-                await connection.close()
-                fail("cannot read \(deadLetters.stream): \(error)", code: exitUnavailable)
+            try await deadLetters.forEach { stored in
+                guard reason == nil || stored.message.headers["Notify-Error"] == reason else { return true }
+                print(deadLetters.describe(stored, body: false))
+                printed += 1
+                return printed < limit
             }
-            await connection.close()
         }
     }
 }
@@ -144,17 +155,10 @@ struct DeadLetterShow: AsyncParsableCommand {
 
     func run() async throws {
         let settings = CommonSettings.load(common)
-        try await withNATSLibrary {
-            let (deadLetters, connection) = await DeadLetters.open(settings)
-            let stored: StoredMessage?
-            do {
-                stored = try await deadLetters.jetStream.message(stream: deadLetters.stream, sequence: sequence)
-            } catch {
-                await connection.close()
-                fail("cannot read \(deadLetters.stream): \(error)", code: exitUnavailable)
+        try await DeadLetters.with(settings, to: "read") { deadLetters in
+            guard let stored = try await deadLetters.jetStream.message(stream: deadLetters.stream, sequence: sequence) else {
+                fail("no dead letter \(sequence) in \(deadLetters.stream)", code: exitBadSetting)
             }
-            await connection.close()
-            guard let stored else { fail("no dead letter \(sequence) in \(deadLetters.stream)", code: exitBadSetting) }
             print(deadLetters.describe(stored, body: true))
         }
     }
@@ -193,47 +197,40 @@ struct DeadLetterReplay: AsyncParsableCommand {
 
     func run() async throws {
         let settings = CommonSettings.load(common)
-        try await withNATSLibrary {
-            let (deadLetters, connection) = await DeadLetters.open(settings)
+        try await DeadLetters.with(settings, to: "replay from") { deadLetters in
             var chosen: [StoredMessage] = []
             var failures = 0
-            do {
-                if all {
-                    try await deadLetters.forEach { stored in
-                        if reason == nil || stored.message.headers["Notify-Error"] == reason { chosen.append(stored) }
-                        return true
-                    }
-                } else {
-                    for sequence in sequences {
-                        if let stored = try await deadLetters.jetStream.message(stream: deadLetters.stream, sequence: sequence) {
-                            chosen.append(stored)
-                        } else {
-                            FileHandle.standardError.write(Data("notify: error: no dead letter \(sequence) in \(deadLetters.stream)\n".utf8))
-                            failures += 1
-                        }
-                    }
+            if all {
+                try await deadLetters.forEach { stored in
+                    if reason == nil || stored.message.headers["Notify-Error"] == reason { chosen.append(stored) }
+                    return true
                 }
-                for stored in chosen {
-                    if stored.message.headers["Notify-Body-Truncated"] != nil {
-                        FileHandle.standardError.write(Data("notify: error: dead letter \(stored.sequence) holds a cut body; publish the original again from its producer\n".utf8))
+            } else {
+                for sequence in sequences {
+                    if let stored = try await deadLetters.jetStream.message(stream: deadLetters.stream, sequence: sequence) {
+                        chosen.append(stored)
+                    } else {
+                        FileHandle.standardError.write(Data("notify: error: no dead letter \(sequence) in \(deadLetters.stream)\n".utf8))
                         failures += 1
-                        continue
                     }
-                    let subject = deadLetters.originalSubject(stored)
-                    let ack = try await deadLetters.jetStream.publish(
-                        subject, payload: stored.message.payload, headers: ["Notify-Replayed-From": String(stored.sequence)],
-                        messageID: "notify-dlq-\(deadLetters.stream)-\(stored.sequence)")
-                    try await deadLetters.jetStream.deleteMessage(stream: deadLetters.stream, sequence: stored.sequence)
-                    print(jsonLine([
-                        ("seq", .integer(Int64(stored.sequence))), ("subject", .string(subject)), ("stream", .string(ack.stream)),
-                        ("stream_seq", .integer(Int64(ack.sequence))), ("duplicate", .bool(ack.duplicate)),
-                    ]))
                 }
-            } catch {
-                await connection.close()
-                fail("replay stopped: \(error)", code: exitUnavailable)
             }
-            await connection.close()
+            for stored in chosen {
+                if stored.message.headers["Notify-Body-Truncated"] != nil {
+                    FileHandle.standardError.write(Data("notify: error: dead letter \(stored.sequence) holds a cut body; publish the original again from its producer\n".utf8))
+                    failures += 1
+                    continue
+                }
+                let subject = deadLetters.originalSubject(stored)
+                let ack = try await deadLetters.jetStream.publish(
+                    subject, payload: stored.message.payload, headers: ["Notify-Replayed-From": String(stored.sequence)],
+                    messageID: "notify-dlq-\(deadLetters.stream)-\(stored.sequence)")
+                try await deadLetters.jetStream.deleteMessage(stream: deadLetters.stream, sequence: stored.sequence)
+                print(jsonLine([
+                    ("seq", .integer(Int64(stored.sequence))), ("subject", .string(subject)), ("stream", .string(ack.stream)),
+                    ("stream_seq", .integer(Int64(ack.sequence))), ("duplicate", .bool(ack.duplicate)),
+                ]))
+            }
             if failures > 0 { throw ExitCode(exitBadSetting) }
         }
     }
@@ -264,29 +261,22 @@ struct DeadLetterPurge: AsyncParsableCommand {
             guard let olderThan else { return nil }
             return try SettingsReader(environment: [:]).duration("--older-than", flag: olderThan, default: nil)
         }
-        try await withNATSLibrary {
-            let (deadLetters, connection) = await DeadLetters.open(settings)
-            do {
-                let before = try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.messages ?? 0
-                if let age {
-                    let cutoff = Int64(Date().timeIntervalSince1970 * 1e9) - age.components.seconds * 1_000_000_000
-                    var firstKept: UInt64?
-                    try await deadLetters.forEach { stored in
-                        if stored.time >= cutoff { firstKept = stored.sequence }
-                        return firstKept == nil
-                    }
-                    let end = (try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.lastSequence ?? 0) + 1
-                    try await deadLetters.jetStream.purge(stream: deadLetters.stream, before: firstKept ?? end)
-                } else {
-                    try await deadLetters.jetStream.purge(stream: deadLetters.stream)
+        try await DeadLetters.with(settings, to: "purge") { deadLetters in
+            let before = try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.messages ?? 0
+            if let age {
+                let cutoff = Int64(Date().timeIntervalSince1970 * 1e9) - age.components.seconds * 1_000_000_000
+                var firstKept: UInt64?
+                try await deadLetters.forEach { stored in
+                    if stored.time >= cutoff { firstKept = stored.sequence }
+                    return firstKept == nil
                 }
-                let after = try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.messages ?? 0
-                print(#"{"purged":\#(before - min(before, after)),"kept":\#(after)}"#)
-            } catch {
-                await connection.close()
-                fail("cannot purge \(deadLetters.stream): \(error)", code: exitUnavailable)
+                let end = (try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.lastSequence ?? 0) + 1
+                try await deadLetters.jetStream.purge(stream: deadLetters.stream, before: firstKept ?? end)
+            } else {
+                try await deadLetters.jetStream.purge(stream: deadLetters.stream)
             }
-            await connection.close()
+            let after = try await deadLetters.jetStream.streamInfo(deadLetters.stream)?.messages ?? 0
+            print(#"{"purged":\#(before - min(before, after)),"kept":\#(after)}"#)
         }
     }
 }

@@ -450,6 +450,7 @@ struct NotifyCommandTests {
                 try await connection.flush()
                 // Rejected on sight by the worker: no resource_id.
                 _ = try await jetStream.publish("notifications.post.like", payload: Array(#"{"owner":"ana","trigger_user":"ben","action":1,"resource_type":"POST","created_at":1765318000}"#.utf8))
+                #expect(try await eventually { try await jetStream.streamInfo("NOTIFICATIONS_DLQ")?.messages == 1 })
                 // A good event as the worker dead-letters it after a store failure.
                 _ = try await jetStream.publish("dlq.notifications.post.like", payload: Array(Self.like.utf8), headers: ["Notify-Error": "store_failed", "Notify-Attempts": "5"])
                 #expect(try await eventually { try await jetStream.streamInfo("NOTIFICATIONS_DLQ")?.messages == 2 })
