@@ -117,6 +117,7 @@ final class ClusterWorld: Sendable {
     }
 }
 
+/// The checks of `make cluster-test`, run in a ``ClusterWorld``.
 enum ClusterTest {
     static func fault(events: Int) -> String {
         "3-node NATS cluster (stream R3), DynamoDB (moto), 2 workers, 2 gateways; \(events) events; one NATS node and one worker SIGKILLed mid-load"
