@@ -264,10 +264,15 @@ final class UserHub: Sendable {
 }
 
 /// The last `capacity` keys seen, in a ring, kept as hashes (a collision
-/// among 64 64-bit hashes is not a practical concern); storage is
+/// among 512 64-bit hashes is not a practical concern); storage is
 /// allocated on the first insert, so an idle user costs nothing.
 struct RecentKeys {
-    static let capacity = 64
+    /// A repeat comes at most about 12 s after the original (another
+    /// worker publishing a dead worker's outbox: `orphanedOutboxAge` plus
+    /// its check interval): 512 covers users receiving up to about 40
+    /// notifications a second. The ring grows with use, so a user with few
+    /// messages holds few keys.
+    static let capacity = 512
     private var ring: [Int] = []
     private var next = 0
     private var members: Set<Int> = []

@@ -494,14 +494,15 @@ final class WorkerLoop {
 
     /// When several workers share the store, one that dies between its
     /// commit and its publish leaves an outbox nobody else would publish
-    /// until a worker restarts. Every ``WorkerConfiguration/orphanedOutboxAge``
-    /// each worker publishes the outboxes older than that: its own are
-    /// published at once, so an old one is a stopped worker's. Per-user
-    /// messages are at-least-once; gateways drop a repeat.
+    /// until a worker restarts. Every fifth of
+    /// ``WorkerConfiguration/orphanedOutboxAge`` each worker publishes the
+    /// outboxes older than that age: its own are published at once, so an
+    /// old one is a stopped worker's. Per-user messages are at-least-once;
+    /// gateways drop a repeat.
     private func publishOrphanedOutboxes() async {
         let now = ContinuousClock.now
         guard now >= nextOrphanCheck else { return }
-        nextOrphanCheck = now + configuration.orphanedOutboxAge
+        nextOrphanCheck = now + configuration.orphanedOutboxAge / 5
         let age = configuration.orphanedOutboxAge
         let cutoff = worker.repository.currentMilliseconds - age.components.seconds * 1_000 - age.components.attoseconds / 1_000_000_000_000_000
         do {

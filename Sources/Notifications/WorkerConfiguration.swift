@@ -30,7 +30,7 @@ public struct WorkerConfiguration: Sendable {
     /// How long start-up retries JetStream requests that time out.
     public var startupTimeout: Duration
     /// How old another worker's unpublished outbox must be before this
-    /// worker publishes it, and how often it looks (one store query).
+    /// worker publishes it; it looks five times as often (one store query).
     public var orphanedOutboxAge: Duration
     /// For tests of crash recovery only: kill the process at this point.
     public var crashPoint: CrashPoint?
