@@ -16,15 +16,10 @@ enum ClusterBenchmark {
         progress("nats-servers on ports \(servers.map { String($0.port) }.joined(separator: ", ")), DynamoDB emulator at \(emulator.endpoint)")
         let environment = [
             "NATS_URL": servers.map(\.url).joined(separator: ","), "NATS_STREAM_REPLICAS": "3",
-            "STORE": "dynamodb", "DYNAMODB_ENDPOINT": emulator.endpoint, "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "NOTIF_TABLE_NAME": "bench-notifications",
             "WORKER_BATCH_SIZE": String(options.batchSize), "LOG_LEVEL": "info", "ENVIRONMENT": "development",
             "DATA_DIR": directory + "/data",
-        ]
-        let create = try NotifyProcess.start(command: "store create-table", environment: environment, log: directory + "/create-table.log")
-        guard await create.waitForExit(timeout: .seconds(60)), create.process.terminationStatus == 0 else {
-            throw BenchmarkError("notify store create-table failed: \(create.output.suffix(1_000))")
-        }
+        ].merging(emulator.notifyEnvironment(table: "bench-notifications")) { _, new in new }
+        try await emulator.createTable(environment: environment, log: directory + "/create-table.log")
 
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [servers[0].url]))
         let users = try connection.subscribe("users.>", bufferLimit: 4_000_000)

@@ -54,10 +54,7 @@ final class ClusterWorld: Sendable {
             endpoint: emulator.endpoint, region: "us-east-1",
             credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"), tableName: table))
         let world = ClusterWorld(directory: directory, emulator: emulator, servers: servers, connection: connection, jetStream: jetStream, store: store)
-        let create = try world.startNotify("store create-table", log: "create-table.log", urls: [servers[0].url])
-        guard await create.waitForExit(timeout: .seconds(60)), create.process.terminationStatus == 0 else {
-            throw ChaosError("notify store create-table failed: \(create.output.suffix(1_000))")
-        }
+        try await emulator.createTable(environment: world.environment(urls: [servers[0].url], [:]), log: directory + "/create-table.log")
         return world
     }
 
@@ -66,10 +63,8 @@ final class ClusterWorld: Sendable {
     func environment(urls: [String], _ extra: [String: String]) -> [String: String] {
         [
             "NATS_URL": urls.joined(separator: ","), "NATS_STREAM_REPLICAS": "3", "DATA_DIR": directory + "/data",
-            "STORE": "dynamodb", "DYNAMODB_ENDPOINT": emulator.endpoint, "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "NOTIF_TABLE_NAME": Self.table,
             "LOG_LEVEL": "info", "ENVIRONMENT": "development", "JWT_SECRET": Harness.secret, "HOST": "127.0.0.1", "PORT": "0",
-        ].merging(extra) { _, new in new }
+        ].merging(emulator.notifyEnvironment(table: Self.table)) { _, new in new }.merging(extra) { _, new in new }
     }
 
     func startNotify(_ command: String, log: String, urls: [String], extra: [String: String] = [:]) throws -> NotifyProcess {

@@ -62,6 +62,25 @@ public struct DynamoDBEmulatorProcess: Sendable {
         throw ProcessSupportError("moto's DynamoDB server did not start (scripts/install-moto.sh installs it):\n\(output.suffix(2_000))")
     }
 
+    /// What a `notify` process needs in its environment to use `table` on
+    /// this server.
+    public func notifyEnvironment(table: String) -> [String: String] {
+        [
+            "STORE": "dynamodb", "DYNAMODB_ENDPOINT": endpoint, "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "NOTIF_TABLE_NAME": table,
+        ]
+    }
+
+    /// Runs `notify store create-table` with `environment` (which must
+    /// include ``notifyEnvironment(table:)``); throws with its output when
+    /// it fails.
+    public func createTable(environment: [String: String], log: String) async throws(ProcessSupportError) {
+        let create = try NotifyProcess.start(command: "store create-table", environment: environment, log: log)
+        guard await create.waitForExit(timeout: .seconds(60)), create.process.terminationStatus == 0 else {
+            throw ProcessSupportError("notify store create-table failed: \(create.output.suffix(1_000))")
+        }
+    }
+
     /// CPU seconds the server has used so far.
     public func cpuSeconds() -> Double? { processCPUSeconds(process.processIdentifier) }
 

@@ -275,17 +275,10 @@ public final class SQLiteDatabase: Sendable {
     /// be initialising the file at the same moment.
     private static func checkOwnership(_ connection: SQLiteConnection, path: String, allowNew: Bool) throws(SQLiteError) {
         try connection.execute("BEGIN")
-        let header: (applicationID: Int64, version: Int64, objects: Int64)
-        do {
-            header = (
-                try connection.scalar("PRAGMA application_id") ?? 0, try connection.scalar("PRAGMA user_version") ?? 0,
-                try connection.scalar("SELECT count(*) FROM sqlite_schema") ?? 0)
-            try connection.execute("COMMIT")
-        } catch {
-            try? connection.execute("ROLLBACK")
-            throw error
-        }
-        let (applicationID, version, objects) = header
+        defer { try? connection.execute("COMMIT") }
+        let applicationID = try connection.scalar("PRAGMA application_id") ?? 0
+        let version = try connection.scalar("PRAGMA user_version") ?? 0
+        let objects = try connection.scalar("SELECT count(*) FROM sqlite_schema") ?? 0
         if applicationID == 0 {
             if objects > 0 || version != 0 {
                 throw SQLiteError(code: SQLITE_ERROR, message: "\(path) is an SQLite database of another application; it was left untouched: move it away or set DATA_DIR to another directory")
