@@ -56,7 +56,10 @@ async function api(path, options = {}) {
 async function load() {
   const page = await api("/v1/notifications?limit=50");
   items.clear(); page.items.forEach((n) => items.set(n.id, n)); setBadge(page.unread); render();
-  if (page.items.length && (!lastId || page.items[0].id > lastId)) lastId = page.items[0].id;
+  // Resume from the newest loaded id; from the lowest id when the feed is
+  // empty, so nothing stored between this load and the socket is missed.
+  const newest = page.items.length ? page.items[0].id : "0".repeat(26);
+  if (!lastId || newest > lastId) lastId = newest;
 }
 function open() {
   const url = new URL("/ws", location.href); url.protocol = url.protocol.replace("http", "ws");

@@ -7,7 +7,9 @@ import Synchronization
 /// One user's WebSocket client (`/ws`), as a careful browser tab would be:
 /// on every disconnect it reconnects with `since=<last notification id>`
 /// (having received none, it first loads its feed over HTTP, as a page
-/// does, and resumes from the newest id there),
+/// does, and resumes from the newest id there, or from the lowest id
+/// `000…0` when the feed was empty, so that nothing stored between the
+/// load and the new connection is missed),
 /// and it records every `notification.created` and `notification.deleted`
 /// it receives.
 final class FeedClient: Sendable {
@@ -53,7 +55,7 @@ final class FeedClient: Sendable {
                 state.withLock { state in
                     state.trace.append("\(state.hellos)\tloaded\t\(feed.count) from GET /v1/notifications")
                     for id in feed.sorted() where state.seen.insert(id).inserted { state.created.append(id) }
-                    state.lastID = feed.max()
+                    state.lastID = feed.max() ?? String(repeating: "0", count: 26)
                 }
             }
             var url = "ws://127.0.0.1:\(port)/ws?access_token=\(token)"
