@@ -39,11 +39,13 @@ browser-test: deps
 	python3 scripts/browser-test.py
 
 ## Throughput and latency figures (release build): one line of JSON for
-## the worker, one for the gateway (10,000 WebSockets).
+## the worker with aggregation off and one with it on (AGGREGATE_WINDOW 1h),
+## one for the gateway (10,000 WebSockets).
 bench: deps
 	$(SWIFT) build -c release --product NotifyBenchmark
 	$(SWIFT) build -c release --product notify
-	.build/release/NotifyBenchmark $(BENCH_ARGS)
+	.build/release/NotifyBenchmark --aggregate-window 0 $(BENCH_ARGS)
+	.build/release/NotifyBenchmark --aggregate-window 1h $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
 
 ## Worker throughput with 1 and with 2 workers: on one nats-server and the

@@ -113,6 +113,7 @@ public final class Gateway: Sendable {
             return jsonResponse(json.bytes)
         }
         api.post("read") { [self] request, context in try await markRead(request, user: try user(context)) }
+        api.get(":id/actors") { [self] request, context in try await listActors(request, context: context) }
         api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
     }
 
@@ -125,8 +126,8 @@ public final class Gateway: Sendable {
         try token(context).user
     }
 
-    /// `GET /v1/notifications?limit=&before=`
-    private func listFeed(_ request: Request, user: String) async throws -> Response {
+    /// `limit` (1–100, default 20) and `before` (a cursor) of a paged list.
+    private func pageParameters(_ request: Request) throws -> (limit: Int, before: String?) {
         let parameters = request.uri.queryParameters
         var limit = 20
         if let text = parameters["limit"] {
@@ -142,6 +143,28 @@ public final class Gateway: Sendable {
             }
             before = String(text)
         }
+        return (limit, before)
+    }
+
+    /// `GET /v1/notifications/<id>/actors?limit=&before=`: everyone in an
+    /// aggregated notification, newest first.
+    private func listActors(_ request: Request, context: GatewayContext) async throws -> Response {
+        let user = try user(context)
+        guard let id = context.parameters.get("id"), NotificationIDGenerator.isValid(id) else {
+            throw APIError.badRequest("the path must hold a notification id")
+        }
+        let (limit, before) = try pageParameters(request)
+        guard let page = try await repository.actors(owner: user, notification: id, limit: limit, before: before) else {
+            throw APIError(.notFound, code: "not_found", message: "no notification \(id) in your feed")
+        }
+        var json = JSONWriterBridge()
+        json.actors(page)
+        return jsonResponse(json.bytes)
+    }
+
+    /// `GET /v1/notifications?limit=&before=`
+    private func listFeed(_ request: Request, user: String) async throws -> Response {
+        let (limit, before) = try pageParameters(request)
         let page = try await repository.feed(owner: user, limit: limit, before: before)
         var json = JSONWriterBridge()
         json.feed(page, unread: try await repository.unreadCount(owner: user))

@@ -39,6 +39,20 @@ struct JSONWriterBridge {
         writer.raw("}")
     }
 
+    /// `{"items":[…],"next":…,"actor_count":N}`
+    mutating func actors(_ page: ActorPage) {
+        writer.raw("{\"items\":[")
+        for (index, actor) in page.items.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.bytes.append(contentsOf: actor.json)
+        }
+        writer.raw("],\"next\":")
+        if let next = page.next { writer.string(next) } else { writer.raw("null") }
+        writer.raw(",\"actor_count\":")
+        writer.integer(page.count)
+        writer.raw("}")
+    }
+
     /// `{"<name>":N}`
     mutating func count(_ name: StaticString, _ value: Int64) {
         writer.raw("{\"")
@@ -70,15 +84,24 @@ func createdNotificationID(_ frame: [UInt8]) -> String? {
     notificationID(frame, after: createdPrefix)
 }
 
-/// What identifies a created or deleted message, which never legitimately
-/// repeats: `c` or `d` and the notification id. `nil` for other messages.
+/// What identifies a created, deleted or updated message, which never
+/// legitimately repeats: `c` or `d` and the notification id; an updated
+/// message whole (a group keeps its id while actors leave, and each
+/// leaving changes the body). `nil` for other messages.
 func repeatKey(_ frame: [UInt8]) -> String? {
     if let id = notificationID(frame, after: createdPrefix) { return "c" + id }
     if let id = notificationID(frame, after: deletedPrefix) { return "d" + id }
+    if frame.starts(with: updatedPrefix) { return "u" + String(decoding: frame, as: UTF8.self) }
     return nil
 }
 
+/// The notification id of a `notification.updated` frame, or `nil` for any other frame.
+func updatedNotificationID(_ frame: [UInt8]) -> String? {
+    notificationID(frame, after: updatedPrefix)
+}
+
 private let createdPrefix = Array(#"{"type":"notification.created","notification":{"id":""#.utf8)
+private let updatedPrefix = Array(#"{"type":"notification.updated","notification":{"id":""#.utf8)
 private let deletedPrefix = Array(#"{"type":"notification.deleted","id":""#.utf8)
 
 /// The 26-character id right after `prefix`, as the worker writes it.

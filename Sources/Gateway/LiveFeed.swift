@@ -61,12 +61,14 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
         return opening
     }
 
-    /// Drops the frames the replay already sent; remembers the last id sent.
+    /// Drops the frames the replay already sent (a group that moved to
+    /// the top is replayed as created); remembers the last id sent.
     mutating func live(_ frames: [[UInt8]]) -> [[UInt8]] {
         frames.filter { frame in
-            guard let id = createdNotificationID(frame) else { return true }
+            guard let id = createdNotificationID(frame) ?? updatedNotificationID(frame) else { return true }
             if !replayed.isEmpty, replayed.remove(id) != nil { return false }
-            lastSentID = id
+            // An actor leaving a group updates it where it is.
+            if lastSentID.map({ id > $0 }) ?? true { lastSentID = id }
             return true
         }
     }

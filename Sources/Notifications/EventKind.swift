@@ -18,6 +18,18 @@ public struct EventKind: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { name }
 
+    /// Whether events of this kind fold into a group with others on the
+    /// same resource (aggregation): likes and follows, not replies.
+    public var aggregates: Bool {
+        effect == .create && isGroupable
+    }
+
+    /// Likes, follows and their retractions: kinds whose notifications
+    /// may be groups.
+    public var isGroupable: Bool {
+        action == 1 || action == 2 || action == 5
+    }
+
     /// Every kind the worker accepts.
     public static let all: [EventKind] = [
         EventKind(name: "post.like", action: 1, resourceType: "POST", effect: .create),

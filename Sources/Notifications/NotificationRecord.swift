@@ -2,23 +2,27 @@ import JSON
 import KeyValueStore
 
 /// A stored notification: the event's fields (less `event_id`) plus its id,
-/// action key, read flag and receive time (CONTRACT §3).
+/// action key, read flag and receive time (CONTRACT §3). An aggregated
+/// notification also has its ``group``; its event fields are those of the
+/// group's newest actor.
 public struct NotificationRecord: Sendable, Hashable {
-    public let id: String
+    public internal(set) var id: String
     public let owner: String
-    public let triggerUser: String
-    public let username: String?
-    public let userPicture: String?
-    public let userBio: String?
+    public internal(set) var triggerUser: String
+    public internal(set) var username: String?
+    public internal(set) var userPicture: String?
+    public internal(set) var userBio: String?
     public let action: Int64
     public let resourceType: String
     public let resourceID: String
-    public let excerpt: String?
-    public let createdAt: Int64
-    public let actionKey: String
+    public internal(set) var excerpt: String?
+    public internal(set) var createdAt: Int64
+    public internal(set) var actionKey: String
     public var read: Bool
     /// Unix milliseconds when the worker stored it.
-    public let receivedAt: Int64
+    public internal(set) var receivedAt: Int64
+    /// The actors folded into this notification (aggregation), or `nil`.
+    public internal(set) var group: NotificationGroup?
 
     public init(event: NotificationEvent, id: String, receivedAt: Int64) {
         self.id = id
@@ -37,6 +41,16 @@ public struct NotificationRecord: Sendable, Hashable {
         self.receivedAt = receivedAt
     }
 
+    /// Makes `actor` the one the event fields show (the group's newest).
+    mutating func show(_ actor: GroupActor) {
+        triggerUser = actor.triggerUser
+        username = actor.username
+        userPicture = actor.userPicture
+        userBio = actor.userBio
+        createdAt = actor.createdAt
+        actionKey = "\(action)#\(resourceType)#\(resourceID)#\(actor.triggerUser)"
+    }
+
     /// The record's attributes as stored (same names as its JSON).
     var attributes: [String: AttributeValue] {
         var attributes: [String: AttributeValue] = [
@@ -49,6 +63,11 @@ public struct NotificationRecord: Sendable, Hashable {
         if let userPicture { attributes["user_picture"] = .string(userPicture) }
         if let userBio { attributes["user_bio"] = .string(userBio) }
         if let excerpt { attributes["excerpt"] = .string(excerpt) }
+        if let group {
+            attributes["group_id"] = .string(group.id)
+            attributes["actor_count"] = .integer(group.actorCount)
+            attributes["actors"] = .list(group.actors.map { .map($0.attributes) })
+        }
         return attributes
     }
 
@@ -74,6 +93,15 @@ public struct NotificationRecord: Sendable, Hashable {
         userPicture = attributes["user_picture"]?.stringValue
         userBio = attributes["user_bio"]?.stringValue
         excerpt = attributes["excerpt"]?.stringValue
+        if let groupID = attributes["group_id"]?.stringValue {
+            guard let count = attributes["actor_count"]?.integerValue, case .list(let list)? = attributes["actors"] else { return nil }
+            var actors: [GroupActor] = []
+            for case .map(let fields) in list {
+                guard let actor = GroupActor(attributes: fields) else { return nil }
+                actors.append(actor)
+            }
+            group = NotificationGroup(id: groupID, actorCount: count, actors: actors)
+        }
     }
 
     /// The record as a JSON object.
@@ -93,6 +121,16 @@ public struct NotificationRecord: Sendable, Hashable {
         json.raw(","); json.key("action_key"); json.string(actionKey)
         json.raw(","); json.key("read"); json.bool(read)
         json.raw(","); json.key("received_at"); json.integer(receivedAt)
+        if let group {
+            json.raw(","); json.key("group_id"); json.string(group.id)
+            json.raw(","); json.key("actor_count"); json.integer(group.actorCount)
+            json.raw(","); json.key("actors"); json.raw("[")
+            for (index, actor) in group.actors.enumerated() {
+                if index > 0 { json.raw(",") }
+                actor.write(to: &json)
+            }
+            json.raw("]")
+        }
         json.raw("}")
     }
 
@@ -123,6 +161,21 @@ public struct OutboundMessage: Sendable, Hashable {
         return OutboundMessage(subject: userSubject(record.owner, prefix: prefix), body: json.bytes)
     }
 
+    /// `{"type":"notification.updated","notification":{…},"replaces":"…"}`:
+    /// an aggregated notification changed. `replaces` (when its id changed,
+    /// because an actor joined and it moved to the top) is the id it had.
+    public static func updated(_ record: NotificationRecord, replaces: String?, prefix: String) -> OutboundMessage {
+        var json = JSONWriter()
+        json.raw("{\"type\":\"notification.updated\",\"notification\":")
+        record.write(to: &json)
+        if let replaces {
+            json.raw(",\"replaces\":")
+            json.string(replaces)
+        }
+        json.raw("}")
+        return OutboundMessage(subject: userSubject(record.owner, prefix: prefix), body: json.bytes)
+    }
+
     /// `{"type":"notification.deleted","id":"…"}`
     public static func deleted(id: String, owner: String, prefix: String) -> OutboundMessage {
         var json = JSONWriter(capacity: 80)
@@ -147,5 +200,89 @@ public struct OutboundMessage: Sendable, Hashable {
     /// `<prefix>.<owner>.notifications`; `owner` must be a valid user id.
     public static func userSubject(_ owner: String, prefix: String) -> String {
         prefix + "." + owner + ".notifications"
+    }
+}
+
+/// The actors folded into an aggregated notification.
+public struct NotificationGroup: Sendable, Hashable {
+    /// Stays the same while actors join and leave (the id of the group's
+    /// first notification): clients keep one entry per group.
+    public let id: String
+    /// Every actor in the group.
+    public internal(set) var actorCount: Int64
+    /// The newest actors, newest first (at most ``shown``); the others are
+    /// stored apart and read page by page.
+    public internal(set) var actors: [GroupActor]
+
+    /// How many actors a notification carries.
+    public static let shown = 3
+}
+
+/// One actor of a group: who, and when they joined it.
+public struct GroupActor: Sendable, Hashable {
+    public let triggerUser: String
+    public let username: String?
+    public let userPicture: String?
+    public let userBio: String?
+    public let createdAt: Int64
+    /// The notification id drawn when the actor joined: orders actors
+    /// newest first, and is the cursor of the actor pages.
+    public let joined: String
+
+    init(event: NotificationEvent, joined: String) {
+        triggerUser = event.triggerUser
+        username = event.username
+        userPicture = event.userPicture
+        userBio = event.userBio
+        createdAt = event.createdAt
+        self.joined = joined
+    }
+
+    /// The one actor of a notification that is not a group.
+    init(_ record: NotificationRecord) {
+        triggerUser = record.triggerUser
+        username = record.username
+        userPicture = record.userPicture
+        userBio = record.userBio
+        createdAt = record.createdAt
+        joined = record.id
+    }
+
+    var attributes: [String: AttributeValue] {
+        var attributes: [String: AttributeValue] = [
+            "trigger_user": .string(triggerUser), "created_at": .integer(createdAt), "joined": .string(joined),
+        ]
+        if let username { attributes["username"] = .string(username) }
+        if let userPicture { attributes["user_picture"] = .string(userPicture) }
+        if let userBio { attributes["user_bio"] = .string(userBio) }
+        return attributes
+    }
+
+    init?(attributes: [String: AttributeValue]) {
+        guard let triggerUser = attributes["trigger_user"]?.stringValue, let createdAt = attributes["created_at"]?.integerValue,
+              let joined = attributes["joined"]?.stringValue else { return nil }
+        self.triggerUser = triggerUser
+        self.createdAt = createdAt
+        self.joined = joined
+        username = attributes["username"]?.stringValue
+        userPicture = attributes["user_picture"]?.stringValue
+        userBio = attributes["user_bio"]?.stringValue
+    }
+
+    /// `{"trigger_user":…,"username":…,"user_picture":…,"user_bio":…,"created_at":…}`
+    func write(to json: inout JSONWriter) {
+        json.raw("{"); json.key("trigger_user"); json.string(triggerUser)
+        if let username { json.raw(","); json.key("username"); json.string(username) }
+        if let userPicture { json.raw(","); json.key("user_picture"); json.string(userPicture) }
+        if let userBio { json.raw(","); json.key("user_bio"); json.string(userBio) }
+        json.raw(","); json.key("created_at"); json.integer(createdAt)
+        json.raw("}")
+    }
+
+    /// The actor as JSON bytes.
+    public var json: [UInt8] {
+        var writer = JSONWriter()
+        write(to: &writer)
+        return writer.bytes
     }
 }

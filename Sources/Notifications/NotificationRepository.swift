@@ -62,6 +62,12 @@ public enum EventOutcome: Sendable, Hashable {
     case retracted(id: String)
     /// A retraction found nothing to delete.
     case nothingToRetract
+    /// The actor joined a group: its notification `replaces` moved to the
+    /// top as `id`.
+    case aggregated(id: String, replaces: String)
+    /// The actor left a group that has other actors: notification `id`
+    /// was updated.
+    case actorRemoved(id: String)
     /// The same `event_id` (or delivery) was applied before.
     case alreadyProcessed
     /// An event later in the stream with the same action key was applied
@@ -82,10 +88,12 @@ public struct OutboxBatch: Sendable, Hashable {
 /// created or deleted. Bodies are rebuilt from the notification items, so
 /// the outbox costs a few bytes per message, not a copy of each record.
 struct OutboxReference: Sendable, Hashable {
-    enum Kind: UInt8 { case created = 0x63, deleted = 0x64 }  // "c", "d"
+    enum Kind: UInt8 { case created = 0x63, deleted = 0x64, updated = 0x75 }  // "c", "d", "u"
     let kind: Kind
     let owner: String
     let id: String
+    /// For `updated`: the id the notification had before (empty when it kept it).
+    var replaces = ""
 
     static func encode(_ references: [OutboxReference]) -> [UInt8] {
         var bytes: [UInt8] = []
@@ -96,6 +104,10 @@ struct OutboxReference: Sendable, Hashable {
             bytes.append(contentsOf: reference.owner.utf8)
             bytes.append(UInt8(reference.id.utf8.count))
             bytes.append(contentsOf: reference.id.utf8)
+            if reference.kind == .updated {
+                bytes.append(UInt8(reference.replaces.utf8.count))
+                bytes.append(contentsOf: reference.replaces.utf8)
+            }
         }
         return bytes
     }
@@ -115,7 +127,12 @@ struct OutboxReference: Sendable, Hashable {
             guard let kind = Kind(rawValue: bytes[index]) else { return nil }
             index += 1
             guard let owner = text(), let id = text() else { return nil }
-            references.append(OutboxReference(kind: kind, owner: owner, id: id))
+            var replaces = ""
+            if kind == .updated {
+                guard let text = text() else { return nil }
+                replaces = text
+            }
+            references.append(OutboxReference(kind: kind, owner: owner, id: id, replaces: replaces))
         }
         return references
     }
@@ -127,6 +144,15 @@ public struct BatchResult: Sendable {
     public let outcomes: [EventOutcome]
     /// `nil` when the batch changed nothing anybody must hear about.
     public let outbox: OutboxBatch?
+}
+
+/// A page of a notification's actors, newest first.
+public struct ActorPage: Sendable {
+    public let items: [GroupActor]
+    /// The cursor for the next page; `nil` when no older actor exists.
+    public let next: String?
+    /// How many actors the notification has.
+    public let count: Int64
 }
 
 /// A page of a user's feed, newest first.
@@ -146,12 +172,18 @@ public struct FeedPage: Sendable {
 /// | `U#<owner>`   | `A#<actionKey>` | `{id}`: the live notification of the key    |
 /// | `U#<owner>`   | `I#<key>`       | idempotency marker, expires after retention |
 /// | `U#<owner>`   | `C`             | `{unread}`: the unread counter              |
+/// | `U#<owner>`   | `G#<resource>`  | `{group, opened}`: the group open for new actors on a resource, expires with its window |
+/// | `U#<owner>`   | `H#<group>`     | `{id}`: the group's notification, once an actor joined (the id changes) |
+/// | `U#<owner>`   | `M#<group>#<joined>` | an actor of the group beyond the ones its notification shows |
 /// | `OUTBOX`      | `<batch id>`    | per-user messages of a committed batch      |
 ///
 /// A batch of events becomes one transaction: the notifications, their
 /// action-key and idempotency items, the counters and the outbox are
 /// written together, each under a condition on what was read, so the
 /// counter never drifts and concurrent workers cannot both create.
+///
+/// With aggregation, a like or follow points (`A#`) to its group and the
+/// time it joined (`{group, joined}`) instead of a notification.
 ///
 /// Notifications and their action-key items expire together after
 /// ``retention`` through the store's time to live; ``removeExpired(limit:)``
@@ -166,6 +198,13 @@ public struct NotificationRepository: Sendable {
     /// How long a notification is kept (`NOTIF_TTL_DAYS`); `nil` keeps it
     /// until it is retracted.
     public let retention: Duration?
+    /// How long a notification is kept once read (`READ_TTL_DAYS`), when
+    /// shorter than what is left of ``retention``; `nil`: no change on read.
+    public let readRetention: Duration?
+    /// How long a group stays open for likes and follows on the same
+    /// resource to fold into it (`AGGREGATE_WINDOW`); `nil` turns
+    /// aggregation off.
+    public let aggregateWindow: Duration?
     private let clock: @Sendable () -> Int64
     /// The repository's clock now, in Unix milliseconds.
     public var currentMilliseconds: Int64 { clock() }
@@ -186,6 +225,8 @@ public struct NotificationRepository: Sendable {
         userSubjectPrefix: String = "users",
         idempotencyRetention: Duration = .seconds(8 * 86_400),
         retention: Duration? = .seconds(90 * 86_400),
+        readRetention: Duration? = nil,
+        aggregateWindow: Duration? = nil,
         ids: NotificationIDGenerator = NotificationIDGenerator(),
         clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
     ) {
@@ -193,6 +234,8 @@ public struct NotificationRepository: Sendable {
         self.userSubjectPrefix = userSubjectPrefix
         self.idempotencyRetention = idempotencyRetention
         self.retention = retention
+        self.readRetention = readRetention
+        self.aggregateWindow = aggregateWindow.flatMap { $0 > .zero ? $0 : nil }
         self.ids = ids
         self.clock = clockMilliseconds
     }
@@ -202,6 +245,17 @@ public struct NotificationRepository: Sendable {
     static func actionKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "A#" + key) }
     static func idempotencyKey(_ owner: String, _ key: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "I#" + key) }
     static func counterKey(_ owner: String) -> ItemKey { counterKey(partition: partition(owner)) }
+    /// The group open for new actors on an event's resource.
+    static func openGroupKey(_ event: NotificationEvent) -> ItemKey {
+        openGroupKey(owner: event.owner, action: event.action, resourceType: event.resourceType, resourceID: event.resourceID)
+    }
+    static func openGroupKey(owner: String, action: Int64, resourceType: String, resourceID: String) -> ItemKey {
+        ItemKey(partition: partition(owner), sort: "G#\(action)#\(resourceType)#\(resourceID)")
+    }
+    static func groupHeadKey(_ owner: String, _ group: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "H#" + group) }
+    static func memberKey(_ owner: String, group: String, joined: String) -> ItemKey {
+        ItemKey(partition: partition(owner), sort: "M#" + group + "#" + joined)
+    }
     static func counterKey(partition: String) -> ItemKey { ItemKey(partition: partition, sort: "C") }
 
     // MARK: Applying events
@@ -209,9 +263,11 @@ public struct NotificationRepository: Sendable {
     /// How many events one ``apply(_:publishedOutboxes:)`` takes: all of
     /// them on a store without a transaction limit; on DynamoDB (100
     /// actions) what fits when each event writes three items and a counter,
-    /// with the outbox and ``maxPublishedOutboxes`` deletions on top.
+    /// with the outbox and ``maxPublishedOutboxes`` deletions on top;
+    /// with aggregation, seven (a fold replaces the notification and writes
+    /// its group's head and a stored member).
     public var eventsPerTransaction: Int {
-        max(1, (store.transactionActionLimit - 1 - Self.maxPublishedOutboxes) / 4)
+        max(1, (store.transactionActionLimit - 1 - Self.maxPublishedOutboxes) / (aggregateWindow == nil ? 4 : 7))
     }
 
     /// The most published outboxes one transaction deletes.
@@ -249,47 +305,114 @@ public struct NotificationRepository: Sendable {
 
     private func applyOnce(_ events: [IncomingEvent], publishedOutboxes: [String]) async throws(KeyValueStoreError) -> BatchResult {
         let now = clock()
-        // What decisions depend on: markers and action-key pointers (then,
-        // read by the plan, the notifications that retractions would delete).
+        // What decisions depend on: markers, action-key pointers and open
+        // groups (then, read by the plan, the notifications and groups
+        // they lead to).
         var keys = Set<ItemKey>()
         for incoming in events where !incoming.event.isSelfNotification {
             let owner = incoming.event.owner
             keys.insert(Self.actionKey(owner, incoming.event.actionKey))
             if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
+            // A group's last actor leaving closes the group open on its resource.
+            if aggregates(incoming.event) || (incoming.event.kind.effect == .retract && incoming.event.kind.isGroupable) {
+                keys.insert(Self.openGroupKey(incoming.event))
+            }
         }
-        return try await store.readAndWrite(prefetching: Array(keys)) { [self, keys] reader throws(KeyValueStoreError) in
-            try plan(events, reading: keys, with: reader, now: now, publishedOutboxes: publishedOutboxes)
+        var members: [ItemKey: [Item]] = [:]
+        while true {
+            let outcome = try await store.readAndWrite(prefetching: Array(keys)) { [self, keys, members] reader throws(KeyValueStoreError) in
+                try plan(events, reading: keys, with: reader, now: now, publishedOutboxes: publishedOutboxes, members: members)
+            }
+            switch outcome {
+            case .done(let result):
+                return result
+            case .needsMembers(let groups):
+                // An unlike took away a shown actor of a group with more:
+                // the next newest comes from the group's stored members.
+                let retractions = events.count { $0.event.kind.effect == .retract }
+                for head in groups {
+                    members[head] = try await store.query(Query(
+                        partition: head.partition, sortKey: .beginsWith("M#" + head.sort.dropFirst(2) + "#"),
+                        limit: retractions + 1, scanForward: false)).items
+                }
+            }
         }
+    }
+
+    /// What a plan came to: a batch, or the members of groups it must read
+    /// first (their head keys), by a query it cannot run inside the plan.
+    private enum PlanOutcome: Sendable {
+        case done(BatchResult)
+        case needsMembers(Set<ItemKey>)
+    }
+
+    /// Whether `event` folds into a group (aggregation is on and its kind aggregates).
+    private func aggregates(_ event: NotificationEvent) -> Bool {
+        aggregateWindow != nil && event.kind.aggregates
     }
 
     /// Decides what `events` do, given what `reader` finds, and the
     /// transaction that does it: one action per changed item, each
     /// conditional on what was read, the counters and the outbox.
+    ///
+    /// - Parameter members: the newest stored members of groups, by head
+    ///   key, for groups an unlike must take a shown actor from.
     private func plan(
-        _ events: [IncomingEvent], reading keys: Set<ItemKey>, with reader: ItemReader, now: Int64, publishedOutboxes: [String]
-    ) throws(KeyValueStoreError) -> PlannedWrite<BatchResult> {
+        _ events: [IncomingEvent], reading keys: Set<ItemKey>, with reader: ItemReader, now: Int64, publishedOutboxes: [String],
+        members: [ItemKey: [Item]]
+    ) throws(KeyValueStoreError) -> PlannedWrite<PlanOutcome> {
         var plan = BatchPlan()
+        for items in members.values {
+            plan.record(read: Set(items.map(\.key)), found: Dictionary(items.map { ($0.key, $0) }) { first, _ in first })
+        }
         plan.record(read: keys, found: try reader.items(keys))
-        var retracted = Set<ItemKey>()
-        for incoming in events where incoming.event.kind.effect == .retract {
-            let pointer = Self.actionKey(incoming.event.owner, incoming.event.actionKey)
-            if let id = plan.current(pointer)?["id"]?.stringValue {
-                retracted.insert(Self.notificationKey(incoming.event.owner, id))
+        // Then what pointers lead to: notifications that retractions delete,
+        // and the heads of groups; then the groups' notifications and the
+        // stored entries of actors leaving them.
+        var next = Set<ItemKey>()
+        for incoming in events where !incoming.event.isSelfNotification {
+            let (event, pointer) = (incoming.event, plan.current(Self.actionKey(incoming.event.owner, incoming.event.actionKey)))
+            if event.kind.effect == .retract, let id = pointer?["id"]?.stringValue {
+                next.insert(Self.notificationKey(event.owner, id))
+            }
+            if let group = pointer?["group"]?.stringValue { next.insert(Self.groupHeadKey(event.owner, group)) }
+            if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
+                next.insert(Self.groupHeadKey(event.owner, group))
             }
         }
-        retracted.subtract(plan.readKeys)
-        if !retracted.isEmpty {
-            plan.record(read: retracted, found: try reader.items(retracted))
+        next.subtract(plan.readKeys)
+        if !next.isEmpty { plan.record(read: next, found: try reader.items(next)) }
+        next = []
+        for incoming in events where !incoming.event.isSelfNotification {
+            let (event, pointer) = (incoming.event, plan.current(Self.actionKey(incoming.event.owner, incoming.event.actionKey)))
+            if let group = pointer?["group"]?.stringValue {
+                next.insert(Self.notificationKey(event.owner, currentID(of: group, owner: event.owner, in: plan)))
+                if event.kind.effect == .retract, let joined = pointer?["joined"]?.stringValue {
+                    next.insert(Self.memberKey(event.owner, group: group, joined: joined))
+                }
+            }
+            if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
+                next.insert(Self.notificationKey(event.owner, currentID(of: group, owner: event.owner, in: plan)))
+            }
         }
+        next.subtract(plan.readKeys)
+        if !next.isEmpty { plan.record(read: next, found: try reader.items(next)) }
 
         var outcomes: [EventOutcome] = []
         outcomes.reserveCapacity(events.count)
         var messages: [OutboundMessage] = []
         var references: [OutboxReference] = []
+        /// Groups whose stored members an unlike needs (head keys).
+        var membersNeeded = Set<ItemKey>()
+        /// Members stored by this batch, per group head, oldest first.
+        var stored: [ItemKey: [ItemKey]] = [:]
         let markerExpiry: [String: AttributeValue] = [
             Self.expiryAttribute: .integer(now / 1000 + idempotencyRetention.components.seconds),
         ]
         let notificationExpiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds) }
+        // An actor's pointer and member entry outlive the group's
+        // notification: a later fold renews it for up to a window.
+        let actorExpiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds + (aggregateWindow?.components.seconds ?? 0)) }
         for incoming in events {
             let event = incoming.event
             if event.isSelfNotification {
@@ -312,26 +435,81 @@ public struct NotificationRepository: Sendable {
                 continue
             }
             let liveID = current?["id"]?.stringValue
+            let liveGroup = current?["group"]?.stringValue.flatMap { group in
+                groupNotification(group, owner: event.owner, in: plan).map { (group, $0) }
+            }
             switch event.kind.effect {
             case .create:
-                if liveID != nil {
+                if liveID != nil || liveGroup != nil {
                     outcomes.append(.duplicate)
                     if let order = incoming.order, let current {
                         // Later than what the pointer holds: remember it.
                         plan.set(pointer, Item(key: pointer, attributes: current.attributes.merging(order.attributes) { _, new in new }))
                     }
+                } else if aggregates(event) {
+                    let id = ids.next(millisecond: UInt64(max(now, 0)))
+                    let actor = GroupActor(event: event, joined: id)
+                    let openKey = Self.openGroupKey(event)
+                    let window = aggregateWindow.map { $0.components.seconds * 1000 } ?? 0
+                    let group: String
+                    if let open = plan.current(openKey), let openGroup = open["group"]?.stringValue,
+                       let opened = open["opened"]?.integerValue, now - opened < window,
+                       let (key, folded) = groupNotification(openGroup, owner: event.owner, in: plan), var members = folded.group {
+                        // Fold: the group moves to the top under a new id, unread.
+                        group = openGroup
+                        var record = folded
+                        members.actors.insert(actor, at: 0)
+                        members.actorCount += 1
+                        if members.actors.count > NotificationGroup.shown {
+                            let older = members.actors.removeLast()
+                            let memberKey = Self.memberKey(event.owner, group: group, joined: older.joined)
+                            var attributes = older.attributes
+                            if let actorExpiry { attributes[Self.expiryAttribute] = actorExpiry }
+                            plan.set(memberKey, Item(key: memberKey, attributes: attributes))
+                            stored[Self.groupHeadKey(event.owner, group), default: []].append(memberKey)
+                        }
+                        if record.read { plan.addUnread(event.owner, 1) }
+                        plan.set(key, nil)
+                        record.id = id
+                        record.read = false
+                        record.receivedAt = now
+                        record.show(actor)
+                        if let excerpt = event.excerpt { record.excerpt = excerpt }
+                        record.group = members
+                        let head = Self.groupHeadKey(event.owner, group)
+                        var headAttributes: [String: AttributeValue] = ["id": .string(id)]
+                        if let notificationExpiry { headAttributes[Self.expiryAttribute] = notificationExpiry }
+                        plan.set(head, Item(key: head, attributes: headAttributes))
+                        put(record, expiry: notificationExpiry, in: &plan)
+                        messages.append(.updated(record, replaces: folded.id, prefix: userSubjectPrefix))
+                        references.append(OutboxReference(kind: .updated, owner: event.owner, id: id, replaces: folded.id))
+                        outcomes.append(.aggregated(id: id, replaces: folded.id))
+                    } else {
+                        // A new group, open for a window.
+                        group = id
+                        var record = NotificationRecord(event: event, id: id, receivedAt: now)
+                        record.group = NotificationGroup(id: group, actorCount: 1, actors: [actor])
+                        plan.set(openKey, Item(key: openKey, attributes: [
+                            "group": .string(group), "opened": .integer(now),
+                            Self.expiryAttribute: .integer((now + window) / 1000 + 1),
+                        ]))
+                        put(record, expiry: notificationExpiry, in: &plan)
+                        plan.addUnread(event.owner, 1)
+                        messages.append(.created(record, prefix: userSubjectPrefix))
+                        references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
+                        outcomes.append(.created(id: id))
+                    }
+                    var pointerAttributes: [String: AttributeValue] = ["group": .string(group), "joined": .string(id)]
+                    pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
+                    if let actorExpiry { pointerAttributes[Self.expiryAttribute] = actorExpiry }
+                    plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                 } else {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     let record = NotificationRecord(event: event, id: id, receivedAt: now)
-                    let key = Self.notificationKey(event.owner, id)
-                    var attributes = record.attributes
                     var pointerAttributes: [String: AttributeValue] = ["id": .string(id)]
                     pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
-                    if let notificationExpiry {
-                        attributes[Self.expiryAttribute] = notificationExpiry
-                        pointerAttributes[Self.expiryAttribute] = notificationExpiry
-                    }
-                    plan.set(key, Item(key: key, attributes: attributes), fresh: true)
+                    if let notificationExpiry { pointerAttributes[Self.expiryAttribute] = notificationExpiry }
+                    put(record, expiry: notificationExpiry, in: &plan)
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                     plan.addUnread(event.owner, 1)
                     messages.append(.created(record, prefix: userSubjectPrefix))
@@ -354,6 +532,22 @@ public struct NotificationRepository: Sendable {
                     messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
                     references.append(OutboxReference(kind: .deleted, owner: event.owner, id: id))
                     outcomes.append(.retracted(id: id))
+                } else if let (group, (key, record)) = liveGroup, let joined = current?["joined"]?.stringValue,
+                          let change = leave(group, joined: joined, record: record, key: key, members: members, stored: stored, in: &plan) {
+                    plan.set(pointer, tombstone)
+                    switch change {
+                    case .deleted:
+                        messages.append(.deleted(id: record.id, owner: event.owner, prefix: userSubjectPrefix))
+                        references.append(OutboxReference(kind: .deleted, owner: event.owner, id: record.id))
+                        outcomes.append(.retracted(id: record.id))
+                    case .updated(let updated):
+                        messages.append(.updated(updated, replaces: nil, prefix: userSubjectPrefix))
+                        references.append(OutboxReference(kind: .updated, owner: event.owner, id: record.id))
+                        outcomes.append(.actorRemoved(id: record.id))
+                    case .needsMembers(let head):
+                        membersNeeded.insert(head)
+                        outcomes.append(.actorRemoved(id: record.id))
+                    }
                 } else {
                     if let tombstone { plan.set(pointer, tombstone) }
                     outcomes.append(.nothingToRetract)
@@ -362,6 +556,9 @@ public struct NotificationRepository: Sendable {
             if let marker {
                 plan.set(marker, Item(key: marker, attributes: markerExpiry))
             }
+        }
+        if !membersNeeded.isEmpty {
+            return PlannedWrite(actions: [], result: .needsMembers(membersNeeded))
         }
 
         var actions = plan.actions(counterKey: Self.counterKey(_:))
@@ -374,7 +571,91 @@ public struct NotificationRepository: Sendable {
             actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
             outbox = batch
         }
-        return PlannedWrite(actions: actions, result: BatchResult(outcomes: outcomes, outbox: outbox))
+        return PlannedWrite(actions: actions, result: .done(BatchResult(outcomes: outcomes, outbox: outbox)))
+    }
+
+    /// Plans a new notification item.
+    private func put(_ record: NotificationRecord, expiry: AttributeValue?, in plan: inout BatchPlan) {
+        let key = Self.notificationKey(record.owner, record.id)
+        var attributes = record.attributes
+        if let expiry { attributes[Self.expiryAttribute] = expiry }
+        plan.set(key, Item(key: key, attributes: attributes), fresh: true)
+    }
+
+    // MARK: Groups
+
+    /// The id of a group's notification now: the group's own id until an
+    /// actor joins, then what its head item says.
+    private func currentID(of group: String, owner: String, in plan: BatchPlan) -> String {
+        plan.current(Self.groupHeadKey(owner, group))?["id"]?.stringValue ?? group
+    }
+
+    /// A group's live notification and its key; `nil` once it is gone
+    /// (every actor left, or it expired).
+    private func groupNotification(_ group: String, owner: String, in plan: BatchPlan) -> (ItemKey, NotificationRecord)? {
+        let key = Self.notificationKey(owner, currentID(of: group, owner: owner, in: plan))
+        guard let item = plan.current(key), let record = NotificationRecord(attributes: item.attributes), record.group?.id == group
+        else { return nil }
+        return (key, record)
+    }
+
+    /// What an actor leaving a group did to its notification.
+    private enum GroupChange {
+        /// The last actor left: the notification is deleted.
+        case deleted
+        /// The notification, with the actor gone (same id, same place).
+        case updated(NotificationRecord)
+        /// The next newest actor must be read from the group's members first.
+        case needsMembers(ItemKey)
+    }
+
+    /// Plans the actor who joined `group` at `joined` leaving it; `nil`
+    /// when the actor is not in it.
+    ///
+    /// - Parameters:
+    ///   - members: the newest stored members of groups (by head key) read
+    ///     for this batch.
+    ///   - stored: members this batch stores, by head key, oldest first.
+    private func leave(
+        _ group: String, joined: String, record: NotificationRecord, key: ItemKey, members: [ItemKey: [Item]],
+        stored: [ItemKey: [ItemKey]], in plan: inout BatchPlan
+    ) -> GroupChange? {
+        guard var state = record.group else { return nil }
+        let (owner, head) = (record.owner, Self.groupHeadKey(record.owner, group))
+        if let index = state.actors.firstIndex(where: { $0.joined == joined }) {
+            state.actors.remove(at: index)
+        } else {
+            let memberKey = Self.memberKey(owner, group: group, joined: joined)
+            guard plan.current(memberKey) != nil else { return nil }
+            plan.set(memberKey, nil)
+        }
+        state.actorCount -= 1
+        guard state.actorCount > 0 else {
+            if !record.read { plan.addUnread(owner, -1) }
+            plan.set(key, nil)
+            if plan.current(head) != nil { plan.set(head, nil) }
+            let openKey = Self.openGroupKey(owner: owner, action: record.action, resourceType: record.resourceType, resourceID: record.resourceID)
+            if plan.current(openKey)?["group"]?.stringValue == group { plan.set(openKey, nil) }
+            return .deleted
+        }
+        if state.actors.count < min(NotificationGroup.shown, Int(clamping: state.actorCount)) {
+            // The newest stored member takes the free place: one this batch
+            // stored (newer than any stored before), else the newest read.
+            guard let read = members[head] else { return .needsMembers(head) }
+            let candidates = (stored[head] ?? []).reversed() + read.map(\.key)
+            if let next = candidates.first(where: { plan.current($0) != nil }),
+               let actor = plan.current(next).flatMap({ GroupActor(attributes: $0.attributes) }) {
+                state.actors.append(actor)
+                plan.set(next, nil)
+            }
+        }
+        var updated = record
+        updated.group = state
+        if let newest = state.actors.first { updated.show(newest) }
+        var attributes = updated.attributes
+        if let expiry = plan.current(key)?[Self.expiryAttribute] { attributes[Self.expiryAttribute] = expiry }
+        plan.set(key, Item(key: key, attributes: attributes))
+        return .updated(updated)
     }
 
     // MARK: Retention
@@ -421,7 +702,8 @@ public struct NotificationRepository: Sendable {
     /// Outbox batches not yet published, oldest first (at most `limit`),
     /// with their bodies rebuilt from the notifications. A created message
     /// whose notification is gone is left out: a later deleted message
-    /// (in this outbox or another) covers it.
+    /// (in this outbox or another) covers it; an updated one whose
+    /// notification is gone becomes a deleted message for the id it replaced.
     ///
     /// - Parameter committedBefore: only outboxes committed before this
     ///   Unix millisecond (their ids begin with their commit time).
@@ -435,7 +717,7 @@ public struct NotificationRepository: Sendable {
                 throw KeyValueStoreError(code: .corrupt, message: "outbox item \(item.key) cannot be read")
             }
             pending.append((item.key.sort, references))
-            keys += references.filter { $0.kind == .created }.map { Self.notificationKey($0.owner, $0.id) }
+            keys += references.filter { $0.kind != .deleted }.map { Self.notificationKey($0.owner, $0.id) }
         }
         let notifications = try await store.batchGetItems(keys, consistentRead: true)
         return pending.map { id, references in
@@ -447,6 +729,15 @@ public struct NotificationRepository: Sendable {
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
                           let record = NotificationRecord(attributes: item.attributes) else { return nil }
                     return .created(record, prefix: userSubjectPrefix)
+                case .updated:
+                    let replaces = reference.replaces.isEmpty ? nil : reference.replaces
+                    guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
+                          let record = NotificationRecord(attributes: item.attributes) else {
+                        // Folded again or emptied since: a later message
+                        // carries the group; the id clients hold goes.
+                        return replaces.map { .deleted(id: $0, owner: reference.owner, prefix: userSubjectPrefix) }
+                    }
+                    return .updated(record, replaces: replaces, prefix: userSubjectPrefix)
                 }
             }
             return OutboxBatch(id: id, messages: messages)
@@ -494,6 +785,42 @@ public struct NotificationRepository: Sendable {
             records.append(record)
         }
         return FeedPage(items: records, next: page.items.count > limit ? records.last?.id : nil)
+    }
+
+    /// The actors of one of the owner's notifications, newest first, older
+    /// than `before` (a cursor from an earlier page); `nil` when the owner
+    /// has no live notification `id`. A notification that is not a group
+    /// has one actor.
+    public func actors(owner: String, notification id: String, limit: Int, before: String? = nil) async throws(KeyValueStoreError) -> ActorPage? {
+        guard let item = try await store.getItem(Self.notificationKey(owner, id)) else { return nil }
+        guard let record = NotificationRecord(attributes: item.attributes) else {
+            throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
+        }
+        guard let group = record.group else {
+            return ActorPage(items: before == nil ? [GroupActor(record)] : [], next: nil, count: 1)
+        }
+        // The shown actors are the newest; the stored members are older.
+        var actors = group.actors.filter { before == nil || $0.joined < before! }
+        let prefix = "M#" + group.id + "#"
+        let partition = Self.partition(owner)
+        if actors.count <= limit {
+            let fromStored = before.flatMap { cursor in group.actors.contains { $0.joined < cursor } ? nil : cursor }
+            let page = try await store.query(Query(
+                partition: partition,
+                sortKey: fromStored.map { .between(prefix, prefix + $0) } ?? .beginsWith(prefix),
+                limit: limit + 1 - actors.count,
+                scanForward: false,
+                exclusiveStartKey: fromStored.map { ItemKey(partition: partition, sort: prefix + $0) }))
+            for item in page.items {
+                guard let actor = GroupActor(attributes: item.attributes) else {
+                    throw KeyValueStoreError(code: .corrupt, message: "group member \(item.key) cannot be read")
+                }
+                actors.append(actor)
+            }
+        }
+        let more = actors.count > limit
+        let items = Array(actors.prefix(limit))
+        return ActorPage(items: items, next: more ? items.last?.joined : nil, count: group.actorCount)
     }
 
     /// How many of the owner's notifications are unread.
@@ -549,25 +876,56 @@ public struct NotificationRepository: Sendable {
         return changed
     }
 
-    /// Notifications marked read per transaction (with their counter).
-    var markReadChunk: Int { min(500, store.transactionActionLimit - 1) }
+    /// Notifications marked read per transaction (with their counter);
+    /// half as many with ``readRetention``, which shortens each one's
+    /// action-key pointer with it.
+    var markReadChunk: Int { min(500, (store.transactionActionLimit - 1) / (readRetention == nil ? 1 : 2)) }
 
     private func markReadOnce(owner: String, keys: [ItemKey]) async throws(KeyValueStoreError) -> [String] {
         var attempt = 1
         while true {
             let found = try await store.batchGetItems(keys, consistentRead: true)
-            let unread = keys.compactMap { key -> ItemKey? in found[key]?["read"]?.boolValue == false ? key : nil }
+            let unread = keys.compactMap { key -> Item? in found[key].flatMap { $0["read"]?.boolValue == false ? $0 : nil } }
             guard !unread.isEmpty else { return [] }
-            var actions: [WriteAction] = unread.map { .update($0, Update(set: ["read": true]), condition: .equals("read", false)) }
+            var actions: [WriteAction] = []
+            if let readRetention {
+                actions = try await shortenedOnRead(owner: owner, unread, keepFor: readRetention)
+            } else {
+                actions = unread.map { .update($0.key, Update(set: ["read": true]), condition: .equals("read", false)) }
+            }
             actions.append(.update(Self.counterKey(owner), Update(add: ["unread": -Int64(unread.count)])))
             do {
                 try await store.transactWriteItems(actions)
-                return unread.map { String($0.sort.dropFirst(2)) }
+                return unread.map { String($0.key.sort.dropFirst(2)) }
             } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
                 // Marked read or deleted meanwhile (another tab, a retraction): read again.
                 attempt += 1
             }
         }
+    }
+
+    /// Marks `unread` read and brings each one's expiry to `keepFor` from
+    /// now (unless it expires sooner), with the action-key pointer of a
+    /// notification that has one: a pointer outliving its notification
+    /// would make a later like a duplicate of nothing. A group's pointers
+    /// lead through the group, which is gone with its notification.
+    private func shortenedOnRead(owner: String, _ unread: [Item], keepFor: Duration) async throws(KeyValueStoreError) -> [WriteAction] {
+        let expiry = clock() / 1000 + keepFor.components.seconds
+        var pointerKeys: [ItemKey] = []
+        for item in unread where item["group_id"] == nil {
+            if let actionKey = item["action_key"]?.stringValue { pointerKeys.append(Self.actionKey(owner, actionKey)) }
+        }
+        let pointers = try await store.batchGetItems(pointerKeys, consistentRead: true)
+        var actions: [WriteAction] = []
+        for item in unread {
+            let shortened = min(item[Self.expiryAttribute]?.integerValue ?? .max, expiry)
+            actions.append(.update(item.key, Update(set: ["read": true, Self.expiryAttribute: .integer(shortened)]), condition: .equals("read", false)))
+            guard item["group_id"] == nil, let id = item["id"], let actionKey = item["action_key"]?.stringValue,
+                  let pointer = pointers[Self.actionKey(owner, actionKey)], pointer["id"] == id,
+                  pointer[Self.expiryAttribute]?.integerValue ?? .max > shortened else { continue }
+            actions.append(.update(pointer.key, Update(set: [Self.expiryAttribute: .integer(shortened)]), condition: .equals("id", id)))
+        }
+        return actions
     }
 }
 

@@ -21,6 +21,8 @@ struct Benchmark {
         var users = 10_000
         var workers = 1
         var cluster = false
+        /// `AGGREGATE_WINDOW` of the workers.
+        var aggregateWindow = "1h"
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -40,8 +42,9 @@ struct Benchmark {
                 case "--users": users = Int(value) ?? users
                 case "--workers": workers = max(1, Int(value) ?? workers)
                 case "--cluster": cluster = value == "true"
+                case "--aggregate-window": aggregateWindow = value
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true] [--aggregate-window 0|1h]\n".utf8))
                     exit(2)
                 }
             }
@@ -113,6 +116,7 @@ struct Benchmark {
         let workers = try (1...options.workers).map { index in
             try NotifyProcess.start(
                 url: url, directory: directory, synchronous: options.synchronous, batchSize: options.batchSize,
+                extra: ["AGGREGATE_WINDOW": options.aggregateWindow],
                 log: options.workers == 1 ? "worker.log" : "worker-\(index).log")
         }
         defer { workers.forEach { $0.stop() } }
@@ -176,7 +180,9 @@ struct Benchmark {
         result["publish_seconds"] = round(seconds(published) * 100) / 100
         result["user_messages_expected"] = expected
         result["user_messages_received"] = received
-        result["notifications_expected"] = workload.expectedLiveNotifications
+        result["aggregate_window"] = options.aggregateWindow
+        // With aggregation, several likes share one notification.
+        if ["0", "0s"].contains(options.aggregateWindow) { result["notifications_expected"] = workload.expectedLiveNotifications }
     }
 
     /// CPU milliseconds per event over `processes` (their CPU seconds so far).

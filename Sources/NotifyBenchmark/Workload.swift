@@ -2,7 +2,9 @@ import Foundation
 import NATS
 
 /// The benchmark's event mix over `owners` owners: likes, replies and
-/// follows, with 5% duplicate likes and 3% unlikes of earlier likes.
+/// follows, with 5% duplicate likes and 3% unlikes of earlier likes. Post
+/// likes go to one of eight posts per owner and follows to the owner, so
+/// with aggregation on most of them fold into groups.
 /// Tracks which notifications are live, so it knows how many per-user
 /// messages the worker must publish.
 struct Workload {
@@ -43,7 +45,12 @@ struct Workload {
             case 70..<80: kind = "reply.comment"
             default: kind = "user.follow"
             }
-            if kind == "post.like" { likes.append((owner, trigger, resource)) }
+            if kind == "post.like" {
+                resource = "post-\(owner)-\(random.next() % 8)"
+                likes.append((owner, trigger, resource))
+            } else if kind == "user.follow" {
+                resource = owner
+            }
         }
         if owner == trigger { trigger += "x" }
         let key = "\(owner)|\(kind.replacingOccurrences(of: "unlike", with: "like"))|\(trigger)|\(resource)"

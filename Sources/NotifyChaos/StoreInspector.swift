@@ -103,6 +103,10 @@ enum StoreInspector {
         } while start != nil
         var notifications: [String: StoredNotification] = [:]
         var pointers: [String: String] = [:]
+        /// Pointers of actors in groups (aggregation): action key → group.
+        var groupPointers: [String: String] = [:]
+        /// Group → its notification, once an actor joined.
+        var heads: [String: String] = [:]
         var unreadCounter: Int64 = 0
         for item in items {
             let sort = item.key.sort
@@ -116,9 +120,18 @@ enum StoreInspector {
                 // Without an id it is a tombstone: the stream position of a
                 // retraction, not a pointer to a live notification.
                 if let id = item["id"]?.stringValue { pointers[String(sort.dropFirst(2))] = id }
+                if let group = item["group"]?.stringValue { groupPointers[String(sort.dropFirst(2))] = group }
+            } else if sort.hasPrefix("H#") {
+                heads[String(sort.dropFirst(2))] = item["id"]?.stringValue
             } else if sort == "C" {
                 unreadCounter = item["unread"]?.integerValue ?? 0
             }
+        }
+        // A group's notification is its own id until an actor joins. An
+        // actor's pointer may outlive the group; the shown actor's must not.
+        for (actionKey, group) in groupPointers {
+            let id = heads[group] ?? group
+            if notifications[id] != nil { pointers[actionKey] = id }
         }
         for (actionKey, id) in pointers where notifications[id]?.actionKey != actionKey {
             snapshot.inconsistencies.append("\(owner): pointer A#\(actionKey) → \(id), which is not a notification with that key")

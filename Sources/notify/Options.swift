@@ -40,6 +40,12 @@ struct StoreOptions: ParsableArguments {
 
     @Option(name: .customLong("ttl-days"), help: "Days a notification is kept; 0 keeps it until retracted. [env: NOTIF_TTL_DAYS, default: 90]")
     var retentionDays: Int?
+
+    @Option(name: .customLong("read-ttl-days"), help: "Days a notification is kept once read (at most --ttl-days). [env: READ_TTL_DAYS, default: as --ttl-days]")
+    var readRetentionDays: Int?
+
+    @Option(name: .customLong("aggregate-window"), help: "How long likes and follows on one resource fold into one notification; 0 turns it off. [env: AGGREGATE_WINDOW, default: 1h]")
+    var aggregateWindow: String?
 }
 
 /// Flags of the gateway. The secret is read from JWT_SECRET only: a flag

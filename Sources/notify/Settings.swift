@@ -206,6 +206,12 @@ struct StoreSettings {
     var synchronous: SQLiteDatabase.Synchronous
     /// How long notifications are kept; `nil` until retracted.
     var retention: Duration?
+    /// How long a read notification is kept after it was read (at most
+    /// ``retention``); `nil`: as long as an unread one.
+    var readRetention: Duration?
+    /// How long likes and follows on one resource fold into one
+    /// notification; `nil`: no aggregation.
+    var aggregateWindow: Duration?
     /// How often the worker deletes expired items and corrects the unread
     /// counters; `nil`: never (DynamoDB's own TTL still deletes them).
     var sweepInterval: Duration?
@@ -222,6 +228,14 @@ struct StoreSettings {
         synchronous = try reader.choice("SQLITE_SYNCHRONOUS", flag: flags.synchronous, default: .full)
         let days = try reader.integer("NOTIF_TTL_DAYS", flag: flags.retentionDays, default: 90, range: 0...36_500)
         retention = days == 0 ? nil : .seconds(days * 86_400)
+        if flags.readRetentionDays != nil || reader.raw("READ_TTL_DAYS", flag: nil) != nil {
+            let readDays = try reader.integer("READ_TTL_DAYS", flag: flags.readRetentionDays, default: 0, range: 1...36_500)
+            if let retention, .seconds(readDays * 86_400) > retention {
+                throw SettingsError(message: "READ_TTL_DAYS=\(readDays) is longer than NOTIF_TTL_DAYS=\(days): a read notification cannot outlive an unread one")
+            }
+            readRetention = .seconds(readDays * 86_400)
+        }
+        aggregateWindow = try reader.duration("AGGREGATE_WINDOW", flag: flags.aggregateWindow, default: .seconds(3_600), allowZero: true)
         backend = kind == .sqlite ? .sqlite : .dynamodb(try Self.dynamoDB(reader, flags: flags, tableName: tableName))
         // A sweep on DynamoDB scans the table: hourly by default.
         sweepInterval = try reader.duration(

@@ -45,14 +45,16 @@ final class GatewayHarness: Sendable {
 
     var port: Int { gatewayPort.load(ordering: .relaxed) }
 
+    /// - Parameter aggregateWindow: the worker's (`AGGREGATE_WINDOW`); off by default.
     static func run(
-        backend: Backend = .sqlite, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        backend: Backend = .sqlite, aggregateWindow: Duration? = nil, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
                 let location = try await StoreLocation.make(backend, directory: directory)
-                let harness = try await GatewayHarness(server: server, directory: directory, location: location, configure: configure)
+                let harness = try await GatewayHarness(
+                    server: server, directory: directory, location: location, aggregateWindow: aggregateWindow, configure: configure)
                 do {
                     try await body(harness)
                 } catch {
@@ -67,7 +69,7 @@ final class GatewayHarness: Sendable {
     }
 
     private init(
-        server: NATSServer, directory: TemporaryDirectory, location: StoreLocation,
+        server: NATSServer, directory: TemporaryDirectory, location: StoreLocation, aggregateWindow: Duration?,
         configure: @escaping @Sendable (inout GatewayConfiguration) -> Void
     ) async throws {
         self.server = server
@@ -76,7 +78,7 @@ final class GatewayHarness: Sendable {
         self.configure = configure
         connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         jetStream = try JetStream(connection: connection)
-        worker = try await Self.startWorker(server: server, location: location)
+        worker = try await Self.startWorker(server: server, location: location, aggregateWindow: aggregateWindow)
         gateway = Mutex(nil)
         try await startGateway()
     }
@@ -87,10 +89,10 @@ final class GatewayHarness: Sendable {
         return logger
     }
 
-    private static func startWorker(server: NATSServer, location: StoreLocation) async throws -> Running {
+    private static func startWorker(server: NATSServer, location: StoreLocation, aggregateWindow: Duration?) async throws -> Running {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         let opened = try await location.open()
-        let repository = NotificationRepository(store: opened.store)
+        let repository = NotificationRepository(store: opened.store, aggregateWindow: aggregateWindow)
         let worker = try await NotificationWorker.prepare(
             configuration: WorkerConfiguration(streamStorage: .file, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
             connection: connection, repository: repository, logger: quietLogger)
@@ -138,12 +140,16 @@ final class GatewayHarness: Sendable {
         verifier.sign(user: user, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
     }
 
-    /// Publishes a like for `owner` through JetStream (the worker stores it).
-    func like(owner: String, resource: String = "p-\(UUID().uuidString.prefix(8))", trigger: String = "ben", excerpt: String? = nil) async throws {
+    /// Publishes a like (or, with `kind`, an unlike) for `owner` through
+    /// JetStream (the worker stores it).
+    func like(
+        owner: String, resource: String = "p-\(UUID().uuidString.prefix(8))", trigger: String = "ben", excerpt: String? = nil,
+        kind: String = "post.like"
+    ) async throws {
         var body = #"{"owner":"\#(owner)","trigger_user":"\#(trigger)","action":1,"resource_type":"POST","resource_id":"\#(resource)","created_at":\#(Int(Date().timeIntervalSince1970))"#
         if let excerpt { body += #","excerpt":"\#(excerpt)""# }
         body += "}"
-        _ = try await jetStream.publish("notifications.post.like", payload: Array(body.utf8))
+        _ = try await jetStream.publish("notifications." + kind, payload: Array(body.utf8))
     }
 
     /// GET with a bearer token.
