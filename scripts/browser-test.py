@@ -131,9 +131,17 @@ def main():
         driver.click("#read")
         wait_for(lambda: driver.text("#badge") == "0", what="the badge to drop after mark-read")
         wait_for(lambda: not driver.elements("#feed li.unread"), what="the notification to show as read")
+        # A second like on the same post folds into the notification
+        # (aggregation, on by default): one entry, unread again.
+        event = json.dumps({"owner": "ana", "trigger_user": "cy", "username": "Cy", "action": 1, "resource_type": "POST",
+                            "resource_id": "browser-post", "created_at": int(time.time())})
+        subprocess.run([NOTIFY, "publish", "notifications.post.like", event], env=env, check=True, capture_output=True)
+        wait_for(lambda: "Cy and 1 other" in driver.text("#feed"), what="the folded notification")
+        wait_for(lambda: driver.text("#badge") == "1", what="the badge to show the group unread again")
+        assert len(driver.elements("#feed li")) == 1, "one entry for the group"
         os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
         driver.screenshot(SCREENSHOT)
-        print(f"browser test passed: page loaded, live notification shown, badge 1 → 0 after mark-read; screenshot {SCREENSHOT}")
+        print(f"browser test passed: page loaded, live notification shown, badge 1 → 0 after mark-read, a second like folded into it (unread again); screenshot {SCREENSHOT}")
         return 0
     except Exception as error:
         print(f"browser test failed: {error}", file=sys.stderr)

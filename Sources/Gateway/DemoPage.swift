@@ -43,10 +43,23 @@ function render() {
   [...items.values()].sort((a, b) => b.id.localeCompare(a.id)).forEach((n) => {
     const li = document.createElement("li");
     li.className = n.read ? "read" : "unread"; li.dataset.id = n.id;
-    li.textContent = `${n.username || n.trigger_user} · action ${n.action} on ${n.resource_type} ${n.resource_id} `;
+    const others = (n.actor_count || 1) - 1;
+    li.textContent = `${n.username || n.trigger_user}${others ? ` and ${others} other${others > 1 ? "s" : ""}` : ""} · action ${n.action} on ${n.resource_type} ${n.resource_id} `;
     const small = document.createElement("small"); small.textContent = n.excerpt || ""; li.appendChild(small);
     list.appendChild(li);
   });
+}
+// One entry per group: an updated group replaces the id it had (and a
+// replayed one the entry with its group_id).
+function put(n, replaces) {
+  let wasUnread = false;
+  for (const [id, old] of items) {
+    if (id === n.id || id === replaces || (n.group_id && old.group_id === n.group_id)) { if (!old.read) wasUnread = true; items.delete(id); }
+  }
+  items.set(n.id, n);
+  if (!n.read && !wasUnread) setBadge(Number($("badge").textContent) + 1);
+  if (!lastId || n.id > lastId) lastId = n.id;
+  render();
 }
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) } });
@@ -73,7 +86,8 @@ function open() {
   socket.onmessage = (e) => {
     const frame = JSON.parse(e.data);
     if (frame.type === "hello") setBadge(frame.unread);
-    else if (frame.type === "notification.created") { items.set(frame.notification.id, frame.notification); lastId = frame.notification.id; setBadge(Number($("badge").textContent) + 1); render(); }
+    else if (frame.type === "notification.created") put(frame.notification);
+    else if (frame.type === "notification.updated") put(frame.notification, frame.replaces);
     else if (frame.type === "notification.deleted") { const n = items.get(frame.id); if (n && !n.read) setBadge(Math.max(0, Number($("badge").textContent) - 1)); items.delete(frame.id); render(); }
     else if (frame.type === "notification.read") { let changed = 0; frame.ids.forEach((id) => { const n = items.get(id); if (n && !n.read) { n.read = true; changed++; } }); setBadge(Math.max(0, Number($("badge").textContent) - changed)); render(); }
     else if (frame.type === "reset") load();

@@ -130,6 +130,7 @@ struct NotifyCommandTests {
         ("USER_SUBJECT_PREFIX", "users.>"), ("LOG_LEVEL", "loud"), ("ENVIRONMENT", "staging"), ("NOTIF_TABLE_NAME", "x"),
         ("SQLITE_SYNCHRONOUS", "off"), ("NATS_JETSTREAM", "maybe"), ("NATS_CREDS_FILE", "/nonexistent/user.creds"),
         ("NATS_BACKOFF", "1s,5s,10s,20s,40s"), ("NOTIF_TTL_DAYS", "-1"), ("NOTIF_TTL_DAYS", "90d"),
+        ("READ_TTL_DAYS", "0"), ("READ_TTL_DAYS", "91"), ("AGGREGATE_WINDOW", "an hour"),
     ])
     func aBadSettingIsAOneLineErrorNamingIt(variable: String, value: String) async throws {
         try await withTemporaryDirectory { directory in
