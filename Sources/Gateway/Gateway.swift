@@ -114,6 +114,11 @@ public final class Gateway: Sendable {
         }
         api.post("read") { [self] request, context in try await markRead(request, user: try user(context)) }
         api.get(":id/actors") { [self] request, context in try await listActors(request, context: context) }
+        let preferences = router.group("v1/preferences").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
+        preferences.get { [self] _, context in
+            jsonResponse(try await repository.preferences(owner: try user(context)).json)
+        }
+        preferences.put { [self] request, context in try await putPreferences(request, user: try user(context)) }
         api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
     }
 
@@ -160,6 +165,28 @@ public final class Gateway: Sendable {
         var json = JSONWriterBridge()
         json.actors(page)
         return jsonResponse(json.bytes)
+    }
+
+    /// `PUT /v1/preferences`: replaces the user's preferences; the user's
+    /// connections (and the gateways holding them) get `preferences.updated`.
+    private func putPreferences(_ request: Request, user: String) async throws -> Response {
+        let body = try await request.body.collect(upTo: 512 * 1024)
+        let preferences: Preferences
+        switch Preferences.parse(Array(body.readableBytesView)) {
+        case .success(let parsed): preferences = parsed
+        case .failure(let error): throw APIError.badRequest(error.message)
+        }
+        try await repository.setPreferences(preferences, owner: user)
+        var frame = JSONWriterBridge()
+        frame.preferencesUpdated(preferences)
+        do {
+            try connection.publish(OutboundMessage.userSubject(user, prefix: configuration.userSubjectPrefix), payload: frame.bytes)
+        } catch {
+            logger.warning("publishing preferences.updated failed; connections pick the quiet hours up when they reconnect", metadata: [
+                "user": .string(user), "error": .string(error.description),
+            ])
+        }
+        return jsonResponse(preferences.json)
     }
 
     /// `GET /v1/notifications?limit=&before=`

@@ -8,6 +8,7 @@ struct GatewayMetrics: Sendable {
     let framesDelivered = Counter(label: "notify_frames_delivered_total")
     let slowClients = Counter(label: "notify_slow_clients_closed_total")
     let repeatsDropped = Counter(label: "notify_repeated_messages_dropped_total")
+    let heldQuiet = Counter(label: "notify_frames_held_quiet_hours_total")
     private let authFailures: [TokenFailure: Counter]
     // Refreshed when /metrics is scraped.
     let natsConnected = Gauge(label: "notify_nats_connected")
@@ -29,6 +30,7 @@ struct GatewayMetrics: Sendable {
     func authFailed(_ failure: TokenFailure) { authFailures[failure]?.increment() }
     func slowClient() { slowClients.increment() }
     func repeatDropped() { repeatsDropped.increment() }
+    func heldForQuietHours() { heldQuiet.increment() }
     func delivered(_ count: Int) { framesDelivered.increment(by: count) }
 
     /// Values read on each scrape of `/metrics`.
@@ -46,7 +48,7 @@ struct GatewayMetrics: Sendable {
     /// scanner cannot grow the number of series.
     static let routes: Set<String> = [
         "/", "/health", "/metrics", "/ws", "/dev/token", "/dev/events", "/v1/notifications",
-        "/v1/notifications/unread_count", "/v1/notifications/read", "/v1/notifications/stream",
+        "/v1/notifications/unread_count", "/v1/notifications/read", "/v1/notifications/stream", "/v1/preferences",
     ]
 
     /// Records one HTTP request's duration by route, method and status.

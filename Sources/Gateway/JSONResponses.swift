@@ -53,6 +53,22 @@ struct JSONWriterBridge {
         writer.raw("}")
     }
 
+    /// `{"type":"quiet_hours.summary","count":N,"first":…,"last":…}`
+    mutating func quietHoursSummary(count: Int, first: String?, last: String?) {
+        writer.raw("{\"type\":\"quiet_hours.summary\",\"count\":")
+        writer.integer(Int64(count))
+        if let first { writer.raw(",\"first\":"); writer.string(first) }
+        if let last { writer.raw(",\"last\":"); writer.string(last) }
+        writer.raw("}")
+    }
+
+    /// `{"type":"preferences.updated","preferences":{…}}`
+    mutating func preferencesUpdated(_ preferences: Preferences) {
+        writer.raw("{\"type\":\"preferences.updated\",\"preferences\":")
+        writer.bytes.append(contentsOf: preferences.json)
+        writer.raw("}")
+    }
+
     /// `{"<name>":N}`
     mutating func count(_ name: StaticString, _ value: Int64) {
         writer.raw("{\"")
@@ -94,6 +110,22 @@ func repeatKey(_ frame: [UInt8]) -> String? {
     if frame.starts(with: updatedPrefix) { return "u" + String(decoding: frame, as: UTF8.self) }
     return nil
 }
+
+/// The id of a new notification: of a `notification.created` frame, or of
+/// a `notification.updated` one that moved a group to the top (it has
+/// `replaces`); `nil` for any other frame.
+func newNotificationID(_ frame: [UInt8]) -> String? {
+    if let id = createdNotificationID(frame) { return id }
+    // `…,"replaces":"<26 characters>"}`
+    let tail = replacesMarker.count + 28
+    guard frame.count > tail, frame[(frame.count - tail)..<(frame.count - 28)].elementsEqual(replacesMarker) else { return nil }
+    return updatedNotificationID(frame)
+}
+
+private let replacesMarker = Array(#","replaces":""#.utf8)
+
+/// `{"type":"preferences.updated",…`
+let preferencesUpdatedPrefix = Array(#"{"type":"preferences.updated""#.utf8)
 
 /// The notification id of a `notification.updated` frame, or `nil` for any other frame.
 func updatedNotificationID(_ frame: [UInt8]) -> String? {

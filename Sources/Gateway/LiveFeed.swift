@@ -26,6 +26,7 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
     ) async throws -> LiveFeed {
         try await hub.attach(user: user, sink: sink)
         do {
+            hub.setQuietHours(try await repository.preferences(owner: user).quietHours, for: user)
             var hello = JSONWriterBridge()
             hello.hello(user: user, unread: try await repository.unreadCount(owner: user))
             var opening = [hello.bytes]

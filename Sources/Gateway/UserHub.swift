@@ -1,3 +1,4 @@
+import JSON
 import NATS
 import Notifications
 import Synchronization
@@ -158,6 +159,19 @@ final class UserHub: Sendable {
         /// publishes its outbox again); a repeat is dropped here so that
         /// clients see each change once.
         var recent = RecentKeys()
+        /// The user's quiet hours, once read (`nil`: none, or not read yet).
+        var quietHours: QuietHours?
+        /// New notifications held back during quiet hours, for the summary.
+        var held = HeldNotifications()
+    }
+
+    /// New notifications not pushed during quiet hours.
+    struct HeldNotifications {
+        var count = 0
+        var first: String?
+        var last: String?
+        /// Sends the summary when the quiet hours end.
+        var timer: Task<Void, Never>?
     }
 
     private let entries = Mutex<[String: Entry]>([:])
@@ -211,6 +225,7 @@ final class UserHub: Sendable {
             guard var entry = entries[user] else { return nil }
             entry.clients[ObjectIdentifier(sink)] = nil
             if entry.clients.isEmpty {
+                entry.held.timer?.cancel()
                 entries[user] = nil
                 return entry.subscription
             }
@@ -221,17 +236,85 @@ final class UserHub: Sendable {
     }
 
     /// Called on nats.c's thread: hand the frame to every connection of the
-    /// user, unless it repeats one delivered lately.
+    /// user, unless it repeats one delivered lately, or it is a new
+    /// notification during the user's quiet hours (held for the summary).
     private func deliver(_ frame: [UInt8], to user: String) {
         let key = repeatKey(frame)
-        let (sinks, repeated) = entries.withLock { entries -> ([any LiveSink], Bool) in
-            guard let clients = entries[user]?.clients else { return ([], false) }
-            // In place: the ring is not copied.
-            if let key, entries[user]?.recent.insert(key) == false { return ([], true) }
-            return (Array(clients.values), false)
+        if frame.starts(with: preferencesUpdatedPrefix) {
+            // Another tab (or gateway) changed them: follow at once.
+            if case .object(let object)? = try? JSONParser.parse(frame), case .object(let fields)? = object["preferences"],
+               let preferences = try? Preferences.parse(object: fields).get() {
+                setQuietHours(preferences.quietHours, for: user)
+            }
         }
-        if repeated { metrics.repeatDropped() }
+        let now = RepositoryClock.milliseconds() / 1000
+        let (sinks, outcome) = entries.withLock { entries -> ([any LiveSink], Delivered) in
+            guard let clients = entries[user]?.clients else { return ([], .pushed) }
+            // In place: the ring is not copied.
+            if let key, entries[user]?.recent.insert(key) == false { return ([], .repeated) }
+            if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: now), let id = newNotificationID(frame) {
+                hold(id, for: user, until: end, in: &entries)
+                return ([], .held)
+            }
+            return (Array(clients.values), .pushed)
+        }
+        switch outcome {
+        case .repeated: metrics.repeatDropped()
+        case .held: metrics.heldForQuietHours()
+        case .pushed: break
+        }
         for sink in sinks where sink.push(frame) == .becameSlow {
+            metrics.slowClient()
+        }
+    }
+
+    private enum Delivered { case pushed, repeated, held }
+
+    /// Counts a held notification and makes sure a summary goes out at `end`.
+    private func hold(_ id: String, for user: String, until end: Int64, in entries: inout [String: Entry]) {
+        entries[user]?.held.count += 1
+        if entries[user]?.held.first == nil { entries[user]?.held.first = id }
+        entries[user]?.held.last = id
+        if entries[user]?.held.timer == nil { scheduleSummary(for: user, at: end, in: &entries) }
+    }
+
+    private func scheduleSummary(for user: String, at end: Int64, in entries: inout [String: Entry]) {
+        entries[user]?.held.timer = Task { [weak self] in
+            let wait = max(end - RepositoryClock.milliseconds() / 1000, 0)
+            try? await Task.sleep(for: .seconds(wait) + .milliseconds(50))
+            if Task.isCancelled { return }
+            self?.quietHoursMayHaveEnded(for: user)
+        }
+    }
+
+    /// Sets the user's quiet hours (read when the user's first connection
+    /// opened, or changed since); held notifications are summed up at once
+    /// when they are no longer on.
+    func setQuietHours(_ quietHours: QuietHours?, for user: String) {
+        entries.withLock { entries in entries[user]?.quietHours = quietHours }
+        quietHoursMayHaveEnded(for: user)
+    }
+
+    /// Sends the summary of held notifications when the quiet hours are
+    /// over (or were changed); looks again later when they are still on.
+    private func quietHoursMayHaveEnded(for user: String) {
+        let now = RepositoryClock.milliseconds() / 1000
+        let (sinks, summary) = entries.withLock { entries -> ([any LiveSink], [UInt8]?) in
+            guard let entry = entries[user], entry.held.count > 0 else { return ([], nil) }
+            if let quiet = entry.quietHours, let end = quiet.end(ifQuietAt: now) {
+                // Still on (a clock change, or new quiet hours): wait on.
+                entries[user]?.held.timer?.cancel()
+                scheduleSummary(for: user, at: end, in: &entries)
+                return ([], nil)
+            }
+            entries[user]?.held.timer?.cancel()
+            entries[user]?.held = HeldNotifications()
+            var json = JSONWriterBridge()
+            json.quietHoursSummary(count: entry.held.count, first: entry.held.first, last: entry.held.last)
+            return (Array(entry.clients.values), json.bytes)
+        }
+        guard let summary else { return }
+        for sink in sinks where sink.push(summary) == .becameSlow {
             metrics.slowClient()
         }
     }
@@ -257,6 +340,7 @@ final class UserHub: Sendable {
             return Array(entries.values)
         }
         for entry in all {
+            entry.held.timer?.cancel()
             entry.subscription.unsubscribe()
             for sink in entry.clients.values { sink.close(.shutdown) }
         }

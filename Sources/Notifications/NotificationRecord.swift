@@ -64,9 +64,13 @@ public struct NotificationRecord: Sendable, Hashable {
         if let userBio { attributes["user_bio"] = .string(userBio) }
         if let excerpt { attributes["excerpt"] = .string(excerpt) }
         if let group {
-            attributes["group_id"] = .string(group.id)
+            // A group's first notification, with one actor, is stored as
+            // small as a plain one: the group id and actor are its own.
             attributes["actor_count"] = .integer(group.actorCount)
-            attributes["actors"] = .list(group.actors.map { .map($0.attributes) })
+            if group.id != id { attributes["group_id"] = .string(group.id) }
+            if group.actorCount != 1 || group.actors.count != 1 || group.actors[0].joined != id {
+                attributes["actors"] = .list(group.actors.map { .map($0.attributes) })
+            }
         }
         return attributes
     }
@@ -93,14 +97,17 @@ public struct NotificationRecord: Sendable, Hashable {
         userPicture = attributes["user_picture"]?.stringValue
         userBio = attributes["user_bio"]?.stringValue
         excerpt = attributes["excerpt"]?.stringValue
-        if let groupID = attributes["group_id"]?.stringValue {
-            guard let count = attributes["actor_count"]?.integerValue, case .list(let list)? = attributes["actors"] else { return nil }
+        if let count = attributes["actor_count"]?.integerValue {
             var actors: [GroupActor] = []
-            for case .map(let fields) in list {
-                guard let actor = GroupActor(attributes: fields) else { return nil }
-                actors.append(actor)
+            if case .list(let list)? = attributes["actors"] {
+                for case .map(let fields) in list {
+                    guard let actor = GroupActor(attributes: fields) else { return nil }
+                    actors.append(actor)
+                }
+            } else {
+                actors = [GroupActor(self)]
             }
-            group = NotificationGroup(id: groupID, actorCount: count, actors: actors)
+            group = NotificationGroup(id: attributes["group_id"]?.stringValue ?? id, actorCount: count, actors: actors)
         }
     }
 

@@ -68,6 +68,8 @@ public enum EventOutcome: Sendable, Hashable {
     /// The actor left a group that has other actors: notification `id`
     /// was updated.
     case actorRemoved(id: String)
+    /// The owner muted the event's kind or resource: nothing is stored.
+    case muted
     /// The same `event_id` (or delivery) was applied before.
     case alreadyProcessed
     /// An event later in the stream with the same action key was applied
@@ -172,6 +174,7 @@ public struct FeedPage: Sendable {
 /// | `U#<owner>`   | `A#<actionKey>` | `{id}`: the live notification of the key    |
 /// | `U#<owner>`   | `I#<key>`       | idempotency marker, expires after retention |
 /// | `U#<owner>`   | `C`             | `{unread}`: the unread counter              |
+/// | `U#<owner>`   | `P`             | the owner's ``Preferences``                 |
 /// | `U#<owner>`   | `G#<resource>`  | `{group, opened}`: the group open for new actors on a resource, expires with its window |
 /// | `U#<owner>`   | `H#<group>`     | `{id}`: the group's notification, once an actor joined (the id changes) |
 /// | `U#<owner>`   | `M#<group>#<joined>` | an actor of the group beyond the ones its notification shows |
@@ -252,6 +255,7 @@ public struct NotificationRepository: Sendable {
     static func openGroupKey(owner: String, action: Int64, resourceType: String, resourceID: String) -> ItemKey {
         ItemKey(partition: partition(owner), sort: "G#\(action)#\(resourceType)#\(resourceID)")
     }
+    static func preferencesKey(_ owner: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "P") }
     static func groupHeadKey(_ owner: String, _ group: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "H#" + group) }
     static func memberKey(_ owner: String, group: String, joined: String) -> ItemKey {
         ItemKey(partition: partition(owner), sort: "M#" + group + "#" + joined)
@@ -313,6 +317,7 @@ public struct NotificationRepository: Sendable {
             let owner = incoming.event.owner
             keys.insert(Self.actionKey(owner, incoming.event.actionKey))
             if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
+            if incoming.event.kind.effect == .create { keys.insert(Self.preferencesKey(owner)) }
             // A group's last actor leaving closes the group open on its resource.
             if aggregates(incoming.event) || (incoming.event.kind.effect == .retract && incoming.event.kind.isGroupable) {
                 keys.insert(Self.openGroupKey(incoming.event))
@@ -387,8 +392,8 @@ public struct NotificationRepository: Sendable {
             let (event, pointer) = (incoming.event, plan.current(Self.actionKey(incoming.event.owner, incoming.event.actionKey)))
             if let group = pointer?["group"]?.stringValue {
                 next.insert(Self.notificationKey(event.owner, currentID(of: group, owner: event.owner, in: plan)))
-                if event.kind.effect == .retract, let joined = pointer?["joined"]?.stringValue {
-                    next.insert(Self.memberKey(event.owner, group: group, joined: joined))
+                if event.kind.effect == .retract {
+                    next.insert(Self.memberKey(event.owner, group: group, joined: pointer?["joined"]?.stringValue ?? group))
                 }
             }
             if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
@@ -413,11 +418,20 @@ public struct NotificationRepository: Sendable {
         // An actor's pointer and member entry outlive the group's
         // notification: a later fold renews it for up to a window.
         let actorExpiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds + (aggregateWindow?.components.seconds ?? 0)) }
+        var preferences: [String: Preferences] = [:]
         for incoming in events {
             let event = incoming.event
             if event.isSelfNotification {
                 outcomes.append(.selfNotification)
                 continue
+            }
+            if event.kind.effect == .create, let stored = plan.current(Self.preferencesKey(event.owner)) {
+                let owner = preferences[event.owner] ?? Preferences(attributes: stored.attributes)
+                preferences[event.owner] = owner
+                if owner.mutes(event) {
+                    outcomes.append(.muted)
+                    continue
+                }
             }
             let marker = incoming.idempotencyKey.map { Self.idempotencyKey(event.owner, $0) }
             if let marker, plan.current(marker) != nil {
@@ -499,7 +513,9 @@ public struct NotificationRepository: Sendable {
                         references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                         outcomes.append(.created(id: id))
                     }
-                    var pointerAttributes: [String: AttributeValue] = ["group": .string(group), "joined": .string(id)]
+                    // `joined` is the group's id for its first actor.
+                    var pointerAttributes: [String: AttributeValue] = ["group": .string(group)]
+                    if id != group { pointerAttributes["joined"] = .string(id) }
                     pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
                     if let actorExpiry { pointerAttributes[Self.expiryAttribute] = actorExpiry }
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
@@ -532,8 +548,10 @@ public struct NotificationRepository: Sendable {
                     messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
                     references.append(OutboxReference(kind: .deleted, owner: event.owner, id: id))
                     outcomes.append(.retracted(id: id))
-                } else if let (group, (key, record)) = liveGroup, let joined = current?["joined"]?.stringValue,
-                          let change = leave(group, joined: joined, record: record, key: key, members: members, stored: stored, in: &plan) {
+                } else if let (group, (key, record)) = liveGroup,
+                          let change = leave(
+                              group, joined: current?["joined"]?.stringValue ?? group, record: record, key: key, members: members,
+                              stored: stored, in: &plan) {
                     plan.set(pointer, tombstone)
                     switch change {
                     case .deleted:
@@ -821,6 +839,21 @@ public struct NotificationRepository: Sendable {
         let more = actors.count > limit
         let items = Array(actors.prefix(limit))
         return ActorPage(items: items, next: more ? items.last?.joined : nil, count: group.actorCount)
+    }
+
+    /// The owner's preferences (none set: nothing muted, no quiet hours).
+    public func preferences(owner: String) async throws(KeyValueStoreError) -> Preferences {
+        guard let item = try await store.getItem(Self.preferencesKey(owner)) else { return Preferences() }
+        return Preferences(attributes: item.attributes)
+    }
+
+    /// Replaces the owner's preferences; the worker applies them to the
+    /// events it takes from then on.
+    public func setPreferences(_ preferences: Preferences, owner: String) async throws(KeyValueStoreError) {
+        let key = Self.preferencesKey(owner)
+        var attributes = preferences.attributes
+        attributes["updated_at"] = .integer(clock())
+        try await store.putItem(Item(key: key, attributes: attributes))
     }
 
     /// How many of the owner's notifications are unread.

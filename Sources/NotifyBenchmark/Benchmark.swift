@@ -23,6 +23,8 @@ struct Benchmark {
         var cluster = false
         /// `AGGREGATE_WINDOW` of the workers.
         var aggregateWindow = "1h"
+        /// Posts per owner that likes go to (0: a post per like).
+        var postsPerOwner = 0
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -43,8 +45,9 @@ struct Benchmark {
                 case "--workers": workers = max(1, Int(value) ?? workers)
                 case "--cluster": cluster = value == "true"
                 case "--aggregate-window": aggregateWindow = value
+                case "--posts-per-owner": postsPerOwner = max(0, Int(value) ?? 0)
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true] [--aggregate-window 0|1h]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true] [--aggregate-window 0|1h] [--posts-per-owner N]\n".utf8))
                     exit(2)
                 }
             }
@@ -159,7 +162,7 @@ struct Benchmark {
     static func throughput(
         _ options: Options, connection: NATSConnection, receiver: Receiver, timeout: Duration, result: inout [String: Any]
     ) async throws {
-        var workload = Workload(owners: options.owners, seed: 42)
+        var workload = Workload(owners: options.owners, postsPerOwner: options.postsPerOwner, seed: 42)
         let messages = (0..<options.events).map { _ in workload.next() }
         let expected = workload.expectedUserMessages
         progress("publishing \(options.events) events (\(expected) per-user messages expected) to \(options.workers) worker(s)")
@@ -181,6 +184,7 @@ struct Benchmark {
         result["user_messages_expected"] = expected
         result["user_messages_received"] = received
         result["aggregate_window"] = options.aggregateWindow
+        result["posts_per_owner"] = options.postsPerOwner
         // With aggregation, several likes share one notification.
         if ["0", "0s"].contains(options.aggregateWindow) { result["notifications_expected"] = workload.expectedLiveNotifications }
     }

@@ -2,13 +2,15 @@ import Foundation
 import NATS
 
 /// The benchmark's event mix over `owners` owners: likes, replies and
-/// follows, with 5% duplicate likes and 3% unlikes of earlier likes. Post
-/// likes go to one of eight posts per owner and follows to the owner, so
-/// with aggregation on most of them fold into groups.
+/// follows, with 5% duplicate likes and 3% unlikes of earlier likes. Each
+/// like is of a post of its own, unless `postsPerOwner` is set: then post
+/// likes go to one of that many posts per owner and follows to the owner,
+/// so that with aggregation on most of them fold into groups.
 /// Tracks which notifications are live, so it knows how many per-user
 /// messages the worker must publish.
 struct Workload {
     let owners: Int
+    let postsPerOwner: Int
     private var random: SplitMix
     private var likes: [(owner: String, trigger: String, resource: String)] = []
     private var live = Set<String>()
@@ -17,8 +19,9 @@ struct Workload {
     /// Notifications left live when the events are applied in stream order.
     var expectedLiveNotifications: Int { live.count }
 
-    init(owners: Int, seed: UInt64) {
+    init(owners: Int, postsPerOwner: Int = 0, seed: UInt64) {
         self.owners = owners
+        self.postsPerOwner = postsPerOwner
         self.random = SplitMix(seed: seed)
     }
 
@@ -45,12 +48,11 @@ struct Workload {
             case 70..<80: kind = "reply.comment"
             default: kind = "user.follow"
             }
-            if kind == "post.like" {
-                resource = "post-\(owner)-\(random.next() % 8)"
-                likes.append((owner, trigger, resource))
-            } else if kind == "user.follow" {
-                resource = owner
+            if postsPerOwner > 0 {
+                if kind == "post.like" { resource = "post-\(owner)-\(random.next() % UInt64(postsPerOwner))" }
+                if kind == "user.follow" { resource = owner }
             }
+            if kind == "post.like" { likes.append((owner, trigger, resource)) }
         }
         if owner == trigger { trigger += "x" }
         let key = "\(owner)|\(kind.replacingOccurrences(of: "unlike", with: "like"))|\(trigger)|\(resource)"

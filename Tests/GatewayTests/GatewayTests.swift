@@ -310,6 +310,58 @@ struct GatewayTests {
         }
     }
 
+    @Test func preferencesMuteEventsAndQuietHoursHoldNotificationsForASummary() async throws {
+        try await GatewayHarness.run { (harness) async throws in
+            let token = harness.token("ana")
+            let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
+            let initial = try await harness.get("/v1/preferences", token: token)
+            #expect(initial.status == 200)
+            #expect(initial.body == #"{"muted_kinds":[],"muted_resources":[],"quiet_hours":null}"#)
+            let bad = try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: #"{"muted_kinds":["nope"]}"#)
+            #expect(bad.status == 400)
+            #expect(bad.body.contains("muted_kinds holds event kinds"))
+            #expect(try await harness.get("/v1/preferences", token: nil).status == 401)
+
+            let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
+            await client.wait(for: 1)
+            // Quiet hours (UTC) from a minute ago to ten minutes from now.
+            let minute = Int(Date().timeIntervalSince1970) / 60
+            func clock(_ minutes: Int) -> String {
+                let wrapped = ((minutes % 1_440) + 1_440) % 1_440
+                return String(format: "%02d:%02d", wrapped / 60, wrapped % 60)
+            }
+            let body = #"{"muted_resources":[{"resource_type":"POST","resource_id":"muted"}],"quiet_hours":{"start":"\#(clock(minute - 1))","end":"\#(clock(minute + 10))","time_zone":"UTC"}}"#
+            let put = try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: body)
+            #expect(put.status == 200)
+            #expect(types(await client.wait(for: 2)) == ["hello", "preferences.updated"])
+            #expect(try await harness.get("/v1/preferences", token: token).body == put.body)
+
+            // Muted: never stored. Quiet: stored, not pushed.
+            try await harness.like(owner: "ana", resource: "muted")
+            try await harness.like(owner: "ana", resource: "quiet-1")
+            try await harness.like(owner: "ana", resource: "quiet-2")
+            #expect(await eventually { (try? await harness.withFeedCount("ana")) == 2 })
+            let feed = try await harness.get("/v1/notifications", token: token)
+            let items = try #require(feed.json["items"] as? [[String: Any]])
+            #expect(items.map { $0["resource_id"] as? String } == ["quiet-2", "quiet-1"])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await client.wait(for: 2).count == 2, "nothing pushed during quiet hours")
+
+            // Quiet hours off: the summary of what was held comes at once.
+            let off = try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: #"{"quiet_hours":null}"#)
+            #expect(off.status == 200)
+            let frames = await client.wait(for: 4)
+            #expect(types(frames) == ["hello", "preferences.updated", "quiet_hours.summary", "preferences.updated"])
+            #expect(frames[2]["count"] as? Int == 2)
+            #expect(frames[2]["first"] as? String == items[1]["id"] as? String)
+            #expect(frames[2]["last"] as? String == items[0]["id"] as? String)
+            // And new notifications are pushed again.
+            try await harness.like(owner: "ana", resource: "after")
+            #expect(types(await client.wait(for: 5)).last == "notification.created")
+            await client.close()
+        }
+    }
+
     @Test func aSinceThatCannotBeReplayedAsksTheClientToReload() async throws {
         try await GatewayHarness.run(configure: { $0.maxReplay = 2 }) { (harness) async throws in
             let token = harness.token("ana")
