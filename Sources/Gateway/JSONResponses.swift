@@ -27,29 +27,27 @@ struct JSONWriterBridge {
 
     /// `{"items":[…],"next":…,"unread":N}`
     mutating func feed(_ page: FeedPage, unread: Int64) {
-        writer.raw("{\"items\":[")
-        for (index, record) in page.items.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.bytes.append(contentsOf: record.json)
-        }
-        writer.raw("],\"next\":")
-        if let next = page.next { writer.string(next) } else { writer.raw("null") }
-        writer.raw(",\"unread\":")
-        writer.integer(unread)
-        writer.raw("}")
+        self.page(page.items.map(\.json), next: page.next, "unread", unread)
     }
 
     /// `{"items":[…],"next":…,"actor_count":N}`
     mutating func actors(_ page: ActorPage) {
+        self.page(page.items.map(\.json), next: page.next, "actor_count", page.count)
+    }
+
+    /// `{"items":[…],"next":<cursor or null>,"<name>":N}`: one page of a list.
+    private mutating func page(_ items: [[UInt8]], next: String?, _ name: StaticString, _ count: Int64) {
         writer.raw("{\"items\":[")
-        for (index, actor) in page.items.enumerated() {
+        for (index, item) in items.enumerated() {
             if index > 0 { writer.raw(",") }
-            writer.bytes.append(contentsOf: actor.json)
+            writer.bytes.append(contentsOf: item)
         }
         writer.raw("],\"next\":")
-        if let next = page.next { writer.string(next) } else { writer.raw("null") }
-        writer.raw(",\"actor_count\":")
-        writer.integer(page.count)
+        if let next { writer.string(next) } else { writer.raw("null") }
+        writer.raw(",\"")
+        writer.raw(name)
+        writer.raw("\":")
+        writer.integer(count)
         writer.raw("}")
     }
 
