@@ -86,11 +86,14 @@ function open() {
   socket.onmessage = (e) => {
     const frame = JSON.parse(e.data);
     if (frame.type === "hello") setBadge(frame.unread);
-    else if (frame.type === "notification.created") put(frame.notification);
-    else if (frame.type === "notification.updated") put(frame.notification, frame.replaces);
+    else if (frame.type === "notification.created" || frame.type === "notification.updated") {
+      put(frame.notification, frame.replaces);
+      // Shown on this page as it arrives: received and seen.
+      socket.send(JSON.stringify({ type: "seen", ids: [frame.notification.id] }));
+    }
     else if (frame.type === "notification.deleted") { const n = items.get(frame.id); if (n && !n.read) setBadge(Math.max(0, Number($("badge").textContent) - 1)); items.delete(frame.id); render(); }
     else if (frame.type === "notification.read") { let changed = 0; frame.ids.forEach((id) => { const n = items.get(id); if (n && !n.read) { n.read = true; changed++; } }); setBadge(Math.max(0, Number($("badge").textContent) - changed)); render(); }
-    else if (frame.type === "reset") load();
+    else if (frame.type === "reset" || frame.type === "quiet_hours.summary") load();
   };
 }
 $("connect").onclick = async () => {

@@ -35,6 +35,8 @@ public final class Gateway: Sendable {
     let logger: Logger
     let open = OpenConnections()
     let expiry = ExpiryService()
+    /// Clients' delivery receipts, written in batches.
+    let receipts: ReceiptWriter
     /// For the development page's "publish a test event" button.
     let devPublisher: JetStream?
     /// `/health` and `/metrics`.
@@ -54,6 +56,7 @@ public final class Gateway: Sendable {
         self.connection = connection
         self.repository = repository
         self.logger = logger
+        self.receipts = ReceiptWriter(repository: repository, logger: logger)
         self.verifier = TokenVerifier(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
         self.hub = UserHub(
             connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
@@ -86,7 +89,9 @@ public final class Gateway: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "notify"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger)
-        return [expiry, application, DrainService(gateway: self)]
+        // Stopped in reverse order: receipts are written after the last
+        // connection closed.
+        return [receipts, expiry, application, DrainService(gateway: self)]
     }
 
     // MARK: Routes
@@ -113,6 +118,7 @@ public final class Gateway: Sendable {
             return jsonResponse(json.bytes)
         }
         api.post("read") { [self] request, context in try await markRead(request, user: try user(context)) }
+        api.post("receipts") { [self] request, context in try await postReceipts(request, user: try user(context)) }
         api.get(":id/actors") { [self] request, context in try await listActors(request, context: context) }
         let preferences = router.group("v1/preferences").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
         preferences.get { [self] _, context in
@@ -165,6 +171,28 @@ public final class Gateway: Sendable {
         var json = JSONWriterBridge()
         json.actors(page)
         return jsonResponse(json.bytes)
+    }
+
+    /// `POST /v1/notifications/receipts` with `{"delivered":[…],"seen":[…]}`
+    /// (either or both): receipts for clients without a WebSocket (SSE).
+    /// Answers `202 {"accepted":N}` once they are written.
+    private func postReceipts(_ request: Request, user: String) async throws -> Response {
+        let body = try await request.body.collect(upTo: 256 * 1024)
+        guard case .object(let object)? = try? JSONParser.parse(Array(body.readableBytesView)), !object.isEmpty,
+              object.keys.allSatisfy({ $0 == "delivered" || $0 == "seen" }) else {
+            throw APIError.badRequest(#"the body must be {"delivered":[…],"seen":[…]} (either or both)"#)
+        }
+        var receipts: [Receipt] = []
+        for (name, kind) in [("delivered", Receipt.Kind.delivered), ("seen", .seen)] where object[name] != nil {
+            switch ClientFrame.ids(object[name], name: name) {
+            case .success(let ids): receipts += ids.map { Receipt(owner: user, id: $0, kind: kind) }
+            case .failure(let error): throw APIError.badRequest(error.message)
+            }
+        }
+        await self.receipts.write(receipts)
+        var json = JSONWriterBridge()
+        json.count("accepted", Int64(receipts.count))
+        return jsonResponse(json.bytes, status: .accepted)
     }
 
     /// `PUT /v1/preferences`: replaces the user's preferences; the user's

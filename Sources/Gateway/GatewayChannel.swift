@@ -54,7 +54,8 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         guard let grant = granted.value else { throw ChannelError.inappropriateOperationForState }
                         granted.value = nil
-                        let outbox = try WebSocketSession.install(on: channel, gateway: gateway, expiresAt: grant.token.expiresAt)
+                        let outbox = try WebSocketSession.install(
+                            on: channel, gateway: gateway, user: grant.token.user, expiresAt: grant.token.expiresAt)
                         return .webSocket(outbox, grant)
                     }
                 })

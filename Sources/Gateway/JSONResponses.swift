@@ -51,6 +51,13 @@ struct JSONWriterBridge {
         writer.raw("}")
     }
 
+    /// `{"type":"error","message":…}`: a client frame the gateway could not take.
+    mutating func clientError(_ message: String) {
+        writer.raw("{\"type\":\"error\",\"message\":")
+        writer.string(message)
+        writer.raw("}")
+    }
+
     /// `{"type":"quiet_hours.summary","count":N,"first":…,"last":…}`
     mutating func quietHoursSummary(count: Int, first: String?, last: String?) {
         writer.raw("{\"type\":\"quiet_hours.summary\",\"count\":")
@@ -121,6 +128,21 @@ func newNotificationID(_ frame: [UInt8]) -> String? {
 }
 
 private let replacesMarker = Array(#","replaces":""#.utf8)
+
+/// Whether a notification frame carries `"priority":"high"` (such frames
+/// go through quiet hours).
+func isHighPriority(_ frame: [UInt8]) -> Bool {
+    let marker = highPriorityMarker
+    guard frame.count >= marker.count else { return false }
+    var index = 0
+    while index + marker.count <= frame.count {
+        if frame[index] == marker[0], frame[index..<index + marker.count].elementsEqual(marker) { return true }
+        index += 1
+    }
+    return false
+}
+
+private let highPriorityMarker = Array(#","priority":"high""#.utf8)
 
 /// `{"type":"preferences.updated",…`
 let preferencesUpdatedPrefix = Array(#"{"type":"preferences.updated""#.utf8)

@@ -252,7 +252,8 @@ final class UserHub: Sendable {
             guard let clients = entries[user]?.clients else { return ([], .pushed) }
             // In place: the ring is not copied.
             if let key, entries[user]?.recent.insert(key) == false { return ([], .repeated) }
-            if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: now), let id = newNotificationID(frame) {
+            if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: now), let id = newNotificationID(frame),
+               !isHighPriority(frame) {
                 hold(id, for: user, until: end, in: &entries)
                 return ([], .held)
             }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import Notifications
 import Synchronization
 
 /// One WebSocket's live frames on their way from the hub (nats.c's callback
@@ -145,6 +146,7 @@ final class WebSocketSession: ChannelInboundHandler {
 
     private let outbox: WebSocketOutbox
     private let gateway: Gateway
+    private let user: String
     private let expiresAt: Int64
     private var context: ChannelHandlerContext?
     private var phase = Phase.opening
@@ -158,18 +160,21 @@ final class WebSocketSession: ChannelInboundHandler {
     private var closeTimer: Scheduled<Void>?
     /// Bytes so far of the fragmented message being received, if any.
     private var messageBytes: Int?
+    /// The text of the fragmented text message being received, if any.
+    private var messageText: [UInt8]?
 
-    private init(outbox: WebSocketOutbox, gateway: Gateway, expiresAt: Int64) {
+    private init(outbox: WebSocketOutbox, gateway: Gateway, user: String, expiresAt: Int64) {
         self.outbox = outbox
         self.gateway = gateway
+        self.user = user
         self.expiresAt = expiresAt
     }
 
     /// Adds a session to an upgraded channel (on its event loop) and returns
     /// the outbox the feed delivers into.
-    static func install(on channel: any Channel, gateway: Gateway, expiresAt: Int64) throws -> WebSocketOutbox {
+    static func install(on channel: any Channel, gateway: Gateway, user: String, expiresAt: Int64) throws -> WebSocketOutbox {
         let outbox = WebSocketOutbox(eventLoop: channel.eventLoop, limit: gateway.configuration.clientQueueLimit)
-        try channel.pipeline.syncOperations.addHandler(WebSocketSession(outbox: outbox, gateway: gateway, expiresAt: expiresAt))
+        try channel.pipeline.syncOperations.addHandler(WebSocketSession(outbox: outbox, gateway: gateway, user: user, expiresAt: expiresAt))
         return outbox
     }
 
@@ -321,17 +326,31 @@ final class WebSocketSession: ChannelInboundHandler {
         }
         switch frame.opcode {
         case .text, .binary:
-            // The gateway reads nothing from clients: messages are only counted.
+            // Text messages are client frames (receipts); binary ones are
+            // only counted.
             guard messageBytes == nil else { return startClose(.protocolError, reason: nil) }
-            if !frame.fin { messageBytes = frame.length }
+            let text = frame.opcode == .text ? Array(frame.unmaskedData.readableBytesView) : nil
+            if frame.fin {
+                if let text { received(text, context: context) }
+            } else {
+                messageBytes = frame.length
+                messageText = text
+            }
         case .continuation:
             guard let sofar = messageBytes else { return startClose(.protocolError, reason: nil) }
             let total = sofar + frame.length
             guard total <= gateway.configuration.maxInboundFrameBytes else {
-                messageBytes = nil
+                (messageBytes, messageText) = (nil, nil)
                 return startClose(.messageTooLarge, reason: nil)
             }
-            messageBytes = frame.fin ? nil : total
+            messageText? += frame.unmaskedData.readableBytesView
+            if frame.fin {
+                let text = messageText
+                (messageBytes, messageText) = (nil, nil)
+                if let text { received(text, context: context) }
+            } else {
+                messageBytes = total
+            }
         case .ping:
             guard frame.fin else { return startClose(.protocolError, reason: nil) }
             if phase == .opening || phase == .live {
@@ -343,6 +362,22 @@ final class WebSocketSession: ChannelInboundHandler {
             receivedClose(frame, context: context)
         default:
             startClose(.protocolError, reason: nil)
+        }
+    }
+
+    /// A client's text message: a receipt (`ack`, `seen`); anything else
+    /// is answered with an `error` frame.
+    private func received(_ text: [UInt8], context: ChannelHandlerContext) {
+        guard phase == .opening || phase == .live else { return }
+        switch ClientFrame.parse(text) {
+        case .success(.receipt(let kind, let ids)):
+            gateway.receipts.add(ids.map { Receipt(owner: user, id: $0, kind: kind) })
+        case .failure(let error):
+            // Not before `hello`, which is always the first frame.
+            guard phase == .live else { return }
+            var json = JSONWriterBridge()
+            json.clientError(error.message)
+            write([json.bytes], context: context)
         }
     }
 

@@ -19,6 +19,19 @@ public struct NotificationEvent: Sendable, Hashable {
     /// Unix seconds, as the publisher said.
     public let createdAt: Int64
     public let eventID: String?
+    /// `priority`: high goes first within a batch and through quiet hours.
+    public internal(set) var priority: Priority = .normal
+    /// `deliver_at`: Unix seconds to release the notification at, when in
+    /// the future (at most 30 days ahead).
+    public internal(set) var deliverAt: Int64? = nil
+
+    /// An event's `priority`.
+    public enum Priority: String, Sendable, Hashable {
+        case high, normal, low
+    }
+
+    /// How far ahead `deliver_at` may be.
+    public static let maxSchedule: Int64 = 30 * 86_400
 
     /// `action#resource_type#resource_id#trigger_user`, unique per owner
     /// among live notifications. Unambiguous: only `resource_id` may contain
@@ -136,6 +149,25 @@ public struct EventValidator: Sendable {
         let userBio = try fields.optionalString("user_bio", maxLength: 512)
         let excerpt = try fields.optionalString("excerpt", maxLength: nil).map { String($0.prefix(Self.excerptLength)) }
         let eventID = try fields.optionalString("event_id", maxLength: 128)
+        var priority = NotificationEvent.Priority.normal
+        switch object["priority"] {
+        case nil, .null?: break
+        case .string(let text)?:
+            guard let value = NotificationEvent.Priority(rawValue: text) else { throw fields.invalid("priority", "must be high, normal or low") }
+            priority = value
+        default: throw fields.invalid("priority", "must be a string: high, normal or low")
+        }
+        var deliverAt: Int64?
+        switch object["deliver_at"] {
+        case nil, .null?: break
+        case .integer(let value)?:
+            guard value <= now + NotificationEvent.maxSchedule else {
+                throw fields.invalid("deliver_at", "must be at most 30 days (\(NotificationEvent.maxSchedule) s) ahead")
+            }
+            // A time already passed: now.
+            if value > now { deliverAt = value }
+        default: throw fields.invalid("deliver_at", "must be Unix seconds (an integer)")
+        }
 
         guard action == kind.action else {
             throw EventRejection(.actionMismatch, "action \(action) does not match subject \(subject) (action \(kind.action))")
@@ -146,7 +178,7 @@ public struct EventValidator: Sendable {
         return NotificationEvent(
             kind: kind, owner: owner, triggerUser: triggerUser, username: username, userPicture: userPicture,
             userBio: userBio, action: action, resourceType: resourceType, resourceID: resourceID, excerpt: excerpt,
-            createdAt: createdAt, eventID: eventID)
+            createdAt: createdAt, eventID: eventID, priority: priority, deliverAt: deliverAt)
     }
 
     /// Whether `id` may be a user id: 1–128 characters of `[A-Za-z0-9_-]`.

@@ -21,8 +21,24 @@ public struct NotificationRecord: Sendable, Hashable {
     public var read: Bool
     /// Unix milliseconds when the worker stored it.
     public internal(set) var receivedAt: Int64
+    /// The event's `priority` (`normal` unless it said otherwise).
+    public internal(set) var priority: NotificationEvent.Priority = .normal
     /// The actors folded into this notification (aggregation), or `nil`.
     public internal(set) var group: NotificationGroup?
+    /// Unix milliseconds when a client first acknowledged receiving it,
+    /// showed it (`seen`), and it was marked read; `nil` until then.
+    public internal(set) var deliveredAt: Int64?
+    public internal(set) var seenAt: Int64?
+    public internal(set) var readAt: Int64?
+
+    /// Where the notification is in its life: `created`, `delivered`,
+    /// `seen` or `read`.
+    public var state: String {
+        if read { return "read" }
+        if seenAt != nil { return "seen" }
+        if deliveredAt != nil { return "delivered" }
+        return "created"
+    }
 
     public init(event: NotificationEvent, id: String, receivedAt: Int64) {
         self.id = id
@@ -39,6 +55,7 @@ public struct NotificationRecord: Sendable, Hashable {
         actionKey = event.actionKey
         read = false
         self.receivedAt = receivedAt
+        priority = event.priority
     }
 
     /// Makes `actor` the one the event fields show (the group's newest).
@@ -63,6 +80,10 @@ public struct NotificationRecord: Sendable, Hashable {
         if let userPicture { attributes["user_picture"] = .string(userPicture) }
         if let userBio { attributes["user_bio"] = .string(userBio) }
         if let excerpt { attributes["excerpt"] = .string(excerpt) }
+        if priority != .normal { attributes["priority"] = .string(priority.rawValue) }
+        if let deliveredAt { attributes["delivered_at"] = .integer(deliveredAt) }
+        if let seenAt { attributes["seen_at"] = .integer(seenAt) }
+        if let readAt { attributes["read_at"] = .integer(readAt) }
         if let group {
             // A group's first notification, with one actor, is stored as
             // small as a plain one: the group id and actor are its own.
@@ -97,6 +118,10 @@ public struct NotificationRecord: Sendable, Hashable {
         userPicture = attributes["user_picture"]?.stringValue
         userBio = attributes["user_bio"]?.stringValue
         excerpt = attributes["excerpt"]?.stringValue
+        priority = attributes["priority"]?.stringValue.flatMap(NotificationEvent.Priority.init(rawValue:)) ?? .normal
+        deliveredAt = attributes["delivered_at"]?.integerValue
+        seenAt = attributes["seen_at"]?.integerValue
+        readAt = attributes["read_at"]?.integerValue
         if let count = attributes["actor_count"]?.integerValue {
             var actors: [GroupActor] = []
             if case .list(let list)? = attributes["actors"] {
@@ -128,6 +153,11 @@ public struct NotificationRecord: Sendable, Hashable {
         json.raw(","); json.key("action_key"); json.string(actionKey)
         json.raw(","); json.key("read"); json.bool(read)
         json.raw(","); json.key("received_at"); json.integer(receivedAt)
+        json.raw(","); json.key("state"); json.string(state)
+        if priority != .normal { json.raw(","); json.key("priority"); json.string(priority.rawValue) }
+        if let deliveredAt { json.raw(","); json.key("delivered_at"); json.integer(deliveredAt) }
+        if let seenAt { json.raw(","); json.key("seen_at"); json.integer(seenAt) }
+        if let readAt { json.raw(","); json.key("read_at"); json.integer(readAt) }
         if let group {
             json.raw(","); json.key("group_id"); json.string(group.id)
             json.raw(","); json.key("actor_count"); json.integer(group.actorCount)

@@ -70,6 +70,10 @@ public enum EventOutcome: Sendable, Hashable {
     case actorRemoved(id: String)
     /// The owner muted the event's kind or resource: nothing is stored.
     case muted
+    /// Kept apart until `deliver_at` (Unix seconds); `id` is the schedule's.
+    case scheduled(id: String, at: Int64)
+    /// A retraction took back a notification not released yet.
+    case unscheduled
     /// The same `event_id` (or delivery) was applied before.
     case alreadyProcessed
     /// An event later in the stream with the same action key was applied
@@ -148,6 +152,26 @@ public struct BatchResult: Sendable {
     public let outbox: OutboxBatch?
 }
 
+/// A client's receipt for one notification.
+public struct Receipt: Sendable, Hashable {
+    public enum Kind: String, Sendable {
+        /// The client received the notification.
+        case delivered
+        /// The client showed it to the user.
+        case seen
+    }
+
+    public let owner: String
+    public let id: String
+    public let kind: Kind
+
+    public init(owner: String, id: String, kind: Kind) {
+        self.owner = owner
+        self.id = id
+        self.kind = kind
+    }
+}
+
 /// A page of a notification's actors, newest first.
 public struct ActorPage: Sendable {
     public let items: [GroupActor]
@@ -179,6 +203,7 @@ public struct FeedPage: Sendable {
 /// | `U#<owner>`   | `H#<group>`     | `{id}`: the group's notification, once an actor joined (the id changes) |
 /// | `U#<owner>`   | `M#<group>#<joined>` | an actor of the group beyond the ones its notification shows |
 /// | `OUTBOX`      | `<batch id>`    | per-user messages of a committed batch      |
+/// | `SCHEDULE`    | `<deliver_at>#<owner>#<id>` | a notification waiting for its `deliver_at`; its pointer is `{scheduled: <sort key>}` |
 ///
 /// A batch of events becomes one transaction: the notifications, their
 /// action-key and idempotency items, the counters and the outbox are
@@ -256,6 +281,15 @@ public struct NotificationRepository: Sendable {
         ItemKey(partition: partition(owner), sort: "G#\(action)#\(resourceType)#\(resourceID)")
     }
     static func preferencesKey(_ owner: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "P") }
+    static let schedulePartition = "SCHEDULE"
+    /// `<deliver_at, 11 digits>#<owner>#<id>`: due entries sort first.
+    static func scheduleKey(at deliverAt: Int64, owner: String, id: String) -> ItemKey {
+        ItemKey(partition: schedulePartition, sort: scheduleTime(deliverAt) + "#" + owner + "#" + id)
+    }
+    static func scheduleTime(_ seconds: Int64) -> String {
+        let digits = String(max(seconds, 0))
+        return String(repeating: "0", count: max(0, 11 - digits.count)) + digits
+    }
     static func groupHeadKey(_ owner: String, _ group: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "H#" + group) }
     static func memberKey(_ owner: String, group: String, joined: String) -> ItemKey {
         ItemKey(partition: partition(owner), sort: "M#" + group + "#" + joined)
@@ -384,6 +418,9 @@ public struct NotificationRepository: Sendable {
             if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
                 next.insert(Self.groupHeadKey(event.owner, group))
             }
+            if event.kind.effect == .retract, let scheduled = pointer?["scheduled"]?.stringValue {
+                next.insert(ItemKey(partition: Self.schedulePartition, sort: scheduled))
+            }
         }
         next.subtract(plan.readKeys)
         if !next.isEmpty { plan.record(read: next, found: try reader.items(next)) }
@@ -419,6 +456,8 @@ public struct NotificationRepository: Sendable {
         // notification: a later fold renews it for up to a window.
         let actorExpiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds + (aggregateWindow?.components.seconds ?? 0)) }
         var preferences: [String: Preferences] = [:]
+        /// The priority of each message's event.
+        var priorities: [NotificationEvent.Priority] = []
         for incoming in events {
             let event = incoming.event
             if event.isSelfNotification {
@@ -454,12 +493,25 @@ public struct NotificationRepository: Sendable {
             }
             switch event.kind.effect {
             case .create:
-                if liveID != nil || liveGroup != nil {
+                if liveID != nil || liveGroup != nil || current?["scheduled"] != nil {
                     outcomes.append(.duplicate)
                     if let order = incoming.order, let current {
                         // Later than what the pointer holds: remember it.
                         plan.set(pointer, Item(key: pointer, attributes: current.attributes.merging(order.attributes) { _, new in new }))
                     }
+                } else if let deliverAt = event.deliverAt, deliverAt * 1000 > now {
+                    // Kept apart until deliver_at; the pointer holds the action key.
+                    let id = ids.next(millisecond: UInt64(max(now, 0)))
+                    let key = Self.scheduleKey(at: deliverAt, owner: event.owner, id: id)
+                    let expiry = retention.map { AttributeValue.integer(deliverAt + $0.components.seconds) }
+                    var attributes = NotificationRecord(event: event, id: id, receivedAt: now).attributes
+                    if let expiry { attributes[Self.expiryAttribute] = expiry }
+                    plan.set(key, Item(key: key, attributes: attributes), fresh: true)
+                    var pointerAttributes: [String: AttributeValue] = ["scheduled": .string(key.sort)]
+                    pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
+                    if let expiry { pointerAttributes[Self.expiryAttribute] = expiry }
+                    plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
+                    outcomes.append(.scheduled(id: id, at: deliverAt))
                 } else if aggregates(event) {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     let actor = GroupActor(event: event, joined: id)
@@ -487,6 +539,7 @@ public struct NotificationRepository: Sendable {
                         record.id = id
                         record.read = false
                         record.receivedAt = now
+                        (record.deliveredAt, record.seenAt, record.readAt) = (nil, nil, nil)
                         record.show(actor)
                         if let excerpt = event.excerpt { record.excerpt = excerpt }
                         record.group = members
@@ -566,6 +619,11 @@ public struct NotificationRepository: Sendable {
                         membersNeeded.insert(head)
                         outcomes.append(.actorRemoved(id: record.id))
                     }
+                } else if let scheduled = current?["scheduled"]?.stringValue {
+                    let key = ItemKey(partition: Self.schedulePartition, sort: scheduled)
+                    if plan.current(key) != nil { plan.set(key, nil) }
+                    plan.set(pointer, tombstone)
+                    outcomes.append(.unscheduled)
                 } else {
                     if let tombstone { plan.set(pointer, tombstone) }
                     outcomes.append(.nothingToRetract)
@@ -574,6 +632,7 @@ public struct NotificationRepository: Sendable {
             if let marker {
                 plan.set(marker, Item(key: marker, attributes: markerExpiry))
             }
+            while priorities.count < messages.count { priorities.append(event.priority) }
         }
         if !membersNeeded.isEmpty {
             return PlannedWrite(actions: [], result: .needsMembers(membersNeeded))
@@ -583,6 +642,7 @@ public struct NotificationRepository: Sendable {
         for id in publishedOutboxes {
             actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
         }
+        (messages, references) = Self.highPriorityFirst(messages, references, priorities)
         var outbox: OutboxBatch?
         if !messages.isEmpty {
             let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
@@ -590,6 +650,101 @@ public struct NotificationRepository: Sendable {
             outbox = batch
         }
         return PlannedWrite(actions: actions, result: .done(BatchResult(outcomes: outcomes, outbox: outbox)))
+    }
+
+    /// The messages of high-priority events first, the others in order. A
+    /// message about a notification that another message of the batch is
+    /// also about keeps its place, so clients see each one's changes in order.
+    static func highPriorityFirst(
+        _ messages: [OutboundMessage], _ references: [OutboxReference], _ priorities: [NotificationEvent.Priority]
+    ) -> ([OutboundMessage], [OutboxReference]) {
+        guard priorities.count == messages.count, priorities.contains(.high) else { return (messages, references) }
+        var mentions: [String: Int] = [:]
+        for reference in references {
+            mentions[reference.id, default: 0] += 1
+            if !reference.replaces.isEmpty { mentions[reference.replaces, default: 0] += 1 }
+        }
+        func first(_ index: Int) -> Bool {
+            priorities[index] == .high && mentions[references[index].id] == 1
+                && (references[index].replaces.isEmpty || mentions[references[index].replaces] == 1)
+        }
+        let order = messages.indices.filter(first) + messages.indices.filter { !first($0) }
+        return (order.map { messages[$0] }, order.map { references[$0] })
+    }
+
+    // MARK: Scheduled notifications
+
+    /// Releases up to `limit` scheduled notifications whose `deliver_at`
+    /// has come: each becomes a notification with a new id (so it is the
+    /// newest in the feed, and resuming clients get it), unread, with its
+    /// outbox, in one transaction. Returns how many it released and the
+    /// outbox to publish. When another worker released some first, it
+    /// returns what it could and leaves the rest to the next call.
+    public func releaseDue(limit: Int = 100) async throws(KeyValueStoreError) -> (released: Int, outbox: OutboxBatch?) {
+        let now = clock()
+        let chunk = max(1, min(limit, (store.transactionActionLimit - 2) / 4))
+        let due = try await store.query(Query(
+            partition: Self.schedulePartition, sortKey: .lessThan(Self.scheduleTime(now / 1000 + 1)), limit: chunk))
+        guard !due.items.isEmpty else { return (0, nil) }
+        var records: [(Item, NotificationRecord)] = []
+        for item in due.items {
+            guard let record = NotificationRecord(attributes: item.attributes) else {
+                throw KeyValueStoreError(code: .corrupt, message: "scheduled item \(item.key) cannot be read")
+            }
+            records.append((item, record))
+        }
+        let pointers = try await store.batchGetItems(
+            records.map { Self.actionKey($0.1.owner, $0.1.actionKey) }, consistentRead: true)
+        var actions: [WriteAction] = []
+        var messages: [OutboundMessage] = []
+        var references: [OutboxReference] = []
+        var priorities: [NotificationEvent.Priority] = []
+        var unread: [String: Int64] = [:]
+        let expiry = retention.map { AttributeValue.integer(now / 1000 + $0.components.seconds) }
+        for (item, scheduled) in records {
+            actions.append(.delete(item.key, condition: .itemExists))
+            let pointerKey = Self.actionKey(scheduled.owner, scheduled.actionKey)
+            // Retracted meanwhile: the entry goes, nothing is released.
+            guard pointers[pointerKey]?["scheduled"]?.stringValue == item.key.sort else { continue }
+            var record = scheduled
+            record.id = ids.next(millisecond: UInt64(max(now, 0)))
+            record.receivedAt = now
+            put(record, expiry: expiry, into: &actions)
+            var set: [String: AttributeValue] = ["id": .string(record.id)]
+            if let expiry { set[Self.expiryAttribute] = expiry }
+            actions.append(.update(pointerKey, Update(set: set, remove: ["scheduled"]), condition: .equals("scheduled", .string(item.key.sort))))
+            unread[record.owner, default: 0] += 1
+            messages.append(.created(record, prefix: userSubjectPrefix))
+            references.append(OutboxReference(kind: .created, owner: record.owner, id: record.id))
+            priorities.append(record.priority)
+        }
+        for (owner, delta) in unread.sorted(by: { $0.key < $1.key }) {
+            actions.append(.update(Self.counterKey(owner), Update(add: ["unread": delta])))
+        }
+        (messages, references) = Self.highPriorityFirst(messages, references, priorities)
+        var outbox: OutboxBatch?
+        if !messages.isEmpty {
+            let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
+            actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
+            outbox = batch
+        }
+        do {
+            try await store.transactWriteItems(actions)
+        } catch where error.isConditionFailure {
+            return (0, nil)
+        }
+        return (messages.count, outbox)
+    }
+
+    /// How many notifications wait for their `deliver_at`, counting up to `limit`.
+    public func scheduledCount(limit: Int = 10_000) async throws(KeyValueStoreError) -> Int {
+        try await store.query(Query(partition: Self.schedulePartition, limit: limit)).items.count
+    }
+
+    private func put(_ record: NotificationRecord, expiry: AttributeValue?, into actions: inout [WriteAction]) {
+        var attributes = record.attributes
+        if let expiry { attributes[Self.expiryAttribute] = expiry }
+        actions.append(.put(Item(key: Self.notificationKey(record.owner, record.id), attributes: attributes), condition: .itemNotExists))
     }
 
     /// Plans a new notification item.
@@ -909,6 +1064,68 @@ public struct NotificationRepository: Sendable {
         return changed
     }
 
+    /// Records that clients received (`delivered`) or showed (`seen`) the
+    /// given notifications: each gets `delivered_at` (and `seen_at`) set to
+    /// now once, a seen one is delivered too. Unknown and deleted ids are
+    /// skipped. Returns how many notifications each kind changed.
+    public func recordReceipts(_ receipts: [Receipt]) async throws(KeyValueStoreError) -> (delivered: Int, seen: Int) {
+        var wanted: [ItemKey: Receipt.Kind] = [:]
+        for receipt in receipts {
+            let key = Self.notificationKey(receipt.owner, receipt.id)
+            if wanted[key] != .seen { wanted[key] = receipt.kind }
+        }
+        var keys = wanted.keys.sorted { ($0.partition, $0.sort) < ($1.partition, $1.sort) }
+        var changed = (delivered: 0, seen: 0)
+        let chunk = max(1, store.transactionActionLimit)
+        while !keys.isEmpty {
+            let part = Array(keys.prefix(chunk))
+            keys.removeFirst(part.count)
+            let counts = try await recordReceiptsOnce(part, wanted: wanted)
+            changed.delivered += counts.delivered
+            changed.seen += counts.seen
+        }
+        return changed
+    }
+
+    private func recordReceiptsOnce(_ keys: [ItemKey], wanted: [ItemKey: Receipt.Kind]) async throws(KeyValueStoreError) -> (delivered: Int, seen: Int) {
+        var attempt = 1
+        while true {
+            let now = clock()
+            let found = try await store.batchGetItems(keys, consistentRead: true)
+            var actions: [WriteAction] = []
+            var ages: [(Receipt.Kind, Int64)] = []
+            var counts = (delivered: 0, seen: 0)
+            for key in keys {
+                guard let item = found[key], let kind = wanted[key] else { continue }
+                var set: [String: AttributeValue] = [:]
+                var conditions: [Condition] = [.itemExists]
+                let received = item["received_at"]?.integerValue ?? now
+                if item["delivered_at"] == nil {
+                    set["delivered_at"] = .integer(now)
+                    conditions.append(.attributeNotExists("delivered_at"))
+                    counts.delivered += 1
+                    ages.append((.delivered, now - received))
+                }
+                if kind == .seen, item["seen_at"] == nil {
+                    set["seen_at"] = .integer(now)
+                    conditions.append(.attributeNotExists("seen_at"))
+                    counts.seen += 1
+                    ages.append((.seen, now - received))
+                }
+                if !set.isEmpty { actions.append(.update(key, Update(set: set), condition: .and(conditions))) }
+            }
+            guard !actions.isEmpty else { return (0, 0) }
+            do {
+                try await store.transactWriteItems(actions)
+                for (kind, age) in ages { ReceiptMetrics.shared.recorded(kind, after: age) }
+                return counts
+            } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
+                // Another tab's receipt, or a retraction, came first: read again.
+                attempt += 1
+            }
+        }
+    }
+
     /// Notifications marked read per transaction (with their counter);
     /// half as many with ``readRetention``, which shortens each one's
     /// action-key pointer with it.
@@ -920,15 +1137,19 @@ public struct NotificationRepository: Sendable {
             let found = try await store.batchGetItems(keys, consistentRead: true)
             let unread = keys.compactMap { key -> Item? in found[key].flatMap { $0["read"]?.boolValue == false ? $0 : nil } }
             guard !unread.isEmpty else { return [] }
+            let now = clock()
             var actions: [WriteAction] = []
             if let readRetention {
-                actions = try await shortenedOnRead(owner: owner, unread, keepFor: readRetention)
+                actions = try await shortenedOnRead(owner: owner, unread, keepFor: readRetention, now: now)
             } else {
-                actions = unread.map { .update($0.key, Update(set: ["read": true]), condition: .equals("read", false)) }
+                actions = unread.map { .update($0.key, Update(set: ["read": true, "read_at": .integer(now)]), condition: .equals("read", false)) }
             }
             actions.append(.update(Self.counterKey(owner), Update(add: ["unread": -Int64(unread.count)])))
             do {
                 try await store.transactWriteItems(actions)
+                for item in unread {
+                    if let received = item["received_at"]?.integerValue { ReceiptMetrics.shared.read(after: now - received) }
+                }
                 return unread.map { String($0.key.sort.dropFirst(2)) }
             } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
                 // Marked read or deleted meanwhile (another tab, a retraction): read again.
@@ -942,8 +1163,8 @@ public struct NotificationRepository: Sendable {
     /// notification that has one: a pointer outliving its notification
     /// would make a later like a duplicate of nothing. A group's pointers
     /// lead through the group, which is gone with its notification.
-    private func shortenedOnRead(owner: String, _ unread: [Item], keepFor: Duration) async throws(KeyValueStoreError) -> [WriteAction] {
-        let expiry = clock() / 1000 + keepFor.components.seconds
+    private func shortenedOnRead(owner: String, _ unread: [Item], keepFor: Duration, now: Int64) async throws(KeyValueStoreError) -> [WriteAction] {
+        let expiry = now / 1000 + keepFor.components.seconds
         var pointerKeys: [ItemKey] = []
         for item in unread where item["group_id"] == nil {
             if let actionKey = item["action_key"]?.stringValue { pointerKeys.append(Self.actionKey(owner, actionKey)) }
@@ -952,7 +1173,9 @@ public struct NotificationRepository: Sendable {
         var actions: [WriteAction] = []
         for item in unread {
             let shortened = min(item[Self.expiryAttribute]?.integerValue ?? .max, expiry)
-            actions.append(.update(item.key, Update(set: ["read": true, Self.expiryAttribute: .integer(shortened)]), condition: .equals("read", false)))
+            actions.append(.update(
+                item.key, Update(set: ["read": true, "read_at": .integer(now), Self.expiryAttribute: .integer(shortened)]),
+                condition: .equals("read", false)))
             guard item["group_id"] == nil, let id = item["id"], let actionKey = item["action_key"]?.stringValue,
                   let pointer = pointers[Self.actionKey(owner, actionKey)], pointer["id"] == id,
                   pointer[Self.expiryAttribute]?.integerValue ?? .max > shortened else { continue }

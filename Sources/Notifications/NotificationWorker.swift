@@ -129,6 +129,8 @@ public struct NotificationWorker: Service, CustomStringConvertible {
         // Services start after the group traps its signals: from here a
         // SIGTERM is a graceful shutdown.
         logger.info("worker running", metadata: ["nats": .string(connection.connectedURL ?? "-")])
+        let releasing = Task { await releaseScheduled() }
+        defer { releasing.cancel() }
         let loop = WorkerLoop(self)
         switch source {
         case .jetStream(let subscription, let streamCreated):
@@ -141,7 +143,39 @@ public struct NotificationWorker: Service, CustomStringConvertible {
                 subscription.drain()
             }
         }
+        releasing.cancel()
+        await releasing.value
         logger.info("worker stopped")
+    }
+
+    /// Releases scheduled notifications as their `deliver_at` comes,
+    /// looking four times a second. Every worker does; the store's
+    /// conditions release each one once. An outbox whose publish failed is
+    /// published by a worker's check for outboxes left behind.
+    private func releaseScheduled() async {
+        while !Task.isCancelled {
+            do {
+                let (released, outbox) = try await repository.releaseDue()
+                if let outbox {
+                    do {
+                        for message in outbox.messages { try connection.publish(message.subject, payload: message.body) }
+                        connection.sendBuffered()
+                        metrics.published(outbox.messages.count)
+                        metrics.released(released)
+                        try await repository.deleteOutboxes([outbox.id])
+                    } catch {
+                        logger.warning("publishing released notifications failed; their outbox is published later", metadata: [
+                            "outbox": .string(outbox.id), "error": .string("\(error)"),
+                        ])
+                    }
+                }
+                // More may be due at once.
+                if released > 0 { continue }
+            } catch {
+                logger.warning("releasing scheduled notifications failed; retrying", metadata: ["error": .string("\(error)")])
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
     }
 }
 

@@ -18,6 +18,9 @@ struct WorkerMetrics: Sendable {
     let aggregated = Counter(label: "notify_events_total", dimensions: [("result", "aggregated")])
     let actorRemoved = Counter(label: "notify_events_total", dimensions: [("result", "actor_removed")])
     let muted = Counter(label: "notify_events_total", dimensions: [("result", "muted")])
+    let scheduled = Counter(label: "notify_events_total", dimensions: [("result", "scheduled")])
+    let unscheduled = Counter(label: "notify_events_total", dimensions: [("result", "unscheduled")])
+    let released = Counter(label: "notify_scheduled_released_total")
     let nothingToRetract = Counter(label: "notify_events_total", dimensions: [("result", "retract_not_found")])
     let alreadyProcessed = Counter(label: "notify_events_total", dimensions: [("result", "already_processed")])
     let superseded = Counter(label: "notify_events_total", dimensions: [("result", "superseded")])
@@ -57,6 +60,7 @@ struct WorkerMetrics: Sendable {
     func storeFailed() { storeFailures.increment() }
     func deadLettered() { deadLetters.increment() }
     func published(_ count: Int) { published.increment(by: count) }
+    func released(_ count: Int) { released.increment(by: count) }
 
     func rejected(_ reason: RejectionReason) {
         rejected[reason]?.increment()
@@ -71,10 +75,40 @@ struct WorkerMetrics: Sendable {
         case .aggregated: aggregated.increment()
         case .actorRemoved: actorRemoved.increment()
         case .muted: muted.increment()
+        case .scheduled: scheduled.increment()
+        case .unscheduled: unscheduled.increment()
         case .nothingToRetract: nothingToRetract.increment()
         case .alreadyProcessed: alreadyProcessed.increment()
         case .superseded: superseded.increment()
         case .selfNotification: selfNotification.increment()
         }
+    }
+}
+
+/// How long notifications take to reach clients, to be shown and to be
+/// read (from when the worker stored them), and how many receipts came.
+public struct ReceiptMetrics: Sendable {
+    let toDeliver = Timer(label: "notify_time_to_deliver_seconds")
+    let toSee = Timer(label: "notify_time_to_seen_seconds")
+    let toRead = Timer(label: "notify_time_to_read_seconds")
+    let delivered = Counter(label: "notify_receipts_total", dimensions: [("kind", "delivered")])
+    let seen = Counter(label: "notify_receipts_total", dimensions: [("kind", "seen")])
+
+    /// The process's metrics (the backend is chosen at start-up).
+    public static let shared = ReceiptMetrics()
+
+    func recorded(_ kind: Receipt.Kind, after milliseconds: Int64) {
+        switch kind {
+        case .delivered:
+            delivered.increment()
+            toDeliver.recordMilliseconds(max(milliseconds, 0))
+        case .seen:
+            seen.increment()
+            toSee.recordMilliseconds(max(milliseconds, 0))
+        }
+    }
+
+    func read(after milliseconds: Int64) {
+        toRead.recordMilliseconds(max(milliseconds, 0))
     }
 }

@@ -141,13 +141,15 @@ final class GatewayHarness: Sendable {
     }
 
     /// Publishes a like (or, with `kind`, an unlike) for `owner` through
-    /// JetStream (the worker stores it).
+    /// JetStream (the worker stores it); `extra` is appended to the body's
+    /// fields (`,"priority":"high"`).
     func like(
         owner: String, resource: String = "p-\(UUID().uuidString.prefix(8))", trigger: String = "ben", excerpt: String? = nil,
-        kind: String = "post.like"
+        kind: String = "post.like", extra: String = ""
     ) async throws {
         var body = #"{"owner":"\#(owner)","trigger_user":"\#(trigger)","action":1,"resource_type":"POST","resource_id":"\#(resource)","created_at":\#(Int(Date().timeIntervalSince1970))"#
         if let excerpt { body += #","excerpt":"\#(excerpt)""# }
+        body += extra
         body += "}"
         _ = try await jetStream.publish("notifications." + kind, payload: Array(body.utf8))
     }
@@ -179,6 +181,7 @@ final class TestWebSocket: Sendable {
 
     private let log = FrameLog()
     private let closing: AsyncStream<Void>.Continuation
+    private let sending: AsyncStream<String>.Continuation
     private let task: Task<WebSocketCloseFrame?, any Error>
 
     /// Connects to `path` (with its query). With `readAfter`, the client
@@ -186,6 +189,8 @@ final class TestWebSocket: Sendable {
     init(port: Int, path: String, readAfter: Duration? = nil, send: [String] = []) {
         let (closeSignal, closing) = AsyncStream.makeStream(of: Void.self)
         self.closing = closing
+        let (outgoing, sending) = AsyncStream.makeStream(of: String.self)
+        self.sending = sending
         let log = self.log
         var logger = Logger(label: "ws-client")
         logger.logLevel = .critical
@@ -205,6 +210,10 @@ final class TestWebSocket: Sendable {
                         for await _ in closeSignal {}
                         try await outbound.close(.normalClosure, reason: nil)
                     }
+                    group.addTask {
+                        for await text in outgoing { try await outbound.write(.text(text)) }
+                        try await Task.sleep(for: .seconds(3_600))
+                    }
                     try await group.next()
                     group.cancelAll()
                 }
@@ -214,7 +223,13 @@ final class TestWebSocket: Sendable {
 
     deinit {
         closing.finish()
+        sending.finish()
         task.cancel()
+    }
+
+    /// Sends a text frame (once connected).
+    func send(_ text: String) {
+        sending.yield(text)
     }
 
     var texts: [String] { log.frames.withLock { $0 } }

@@ -362,6 +362,91 @@ struct GatewayTests {
         }
     }
 
+    @Test func clientsAcknowledgeFramesAndTheFeedShowsDeliveredSeenAndRead() async throws {
+        try await GatewayHarness.run { (harness) async throws in
+            let token = harness.token("ana")
+            let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
+            await client.wait(for: 1)
+            try await harness.like(owner: "ana", resource: "p1")
+            try await harness.like(owner: "ana", resource: "p2")
+            let ids = createdIDs(await client.wait(for: 3))
+            try #require(ids.count == 2)
+            func states() async throws -> [String] {
+                let feed = try await harness.get("/v1/notifications", token: token)
+                return ((feed.json["items"] as? [[String: Any]]) ?? []).reversed().compactMap { $0["state"] as? String }
+            }
+            #expect(try await states() == ["created", "created"])
+
+            client.send(#"{"type":"ack","ids":["\#(ids[0])","\#(ids[1])"]}"#)
+            #expect(await eventually { (try? await states()) == ["delivered", "delivered"] })
+            client.send(#"{"type":"seen","ids":["\#(ids[1])"]}"#)
+            #expect(await eventually { (try? await states()) == ["delivered", "seen"] })
+
+            // A frame the gateway cannot take is answered, and the connection stays.
+            client.send(#"{"type":"join","room":"x"}"#)
+            client.send("not json")
+            let errors = await client.wait(for: 5).filter { $0["type"] as? String == "error" }
+            #expect(errors.count == 2)
+            #expect((errors.first?["message"] as? String)?.contains("unknown frame type 'join'") == true)
+
+            // Without a WebSocket (SSE), receipts are posted.
+            let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
+            let posted = try await httpRequest(port: harness.port, "POST", "/v1/notifications/receipts", headers: headers, body: #"{"seen":["\#(ids[0])"]}"#)
+            #expect(posted.status == 202)
+            #expect(posted.json["accepted"] as? Int == 1)
+            #expect(try await states() == ["seen", "seen"])
+            for bad in [#"{"seen":[]}"#, #"{"seen":["nope"]}"#, #"{"ack":["\#(ids[0])"]}"#, "[]"] {
+                let refused = try await httpRequest(port: harness.port, "POST", "/v1/notifications/receipts", headers: headers, body: bad)
+                #expect(refused.status == 400, "\(bad)")
+            }
+
+            let read = try await httpRequest(port: harness.port, "POST", "/v1/notifications/read", headers: headers, body: #"{"all":true}"#)
+            #expect(read.json["updated"] as? Int == 2)
+            #expect(try await states() == ["read", "read"])
+            await client.close()
+        }
+    }
+
+    @Test func aScheduledNotificationArrivesAtItsTimeAndHighPriorityPassesQuietHours() async throws {
+        try await GatewayHarness.run { (harness) async throws in
+            let token = harness.token("ana")
+            let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
+            await client.wait(for: 1)
+            let deliverAt = Int(Date().timeIntervalSince1970) + 2
+            try await harness.like(owner: "ana", resource: "later", extra: #","deliver_at":\#(deliverAt)"#)
+            try await harness.like(owner: "ana", resource: "now")
+            let first = await client.wait(for: 2)
+            #expect((first.last?["notification"] as? [String: Any])?["resource_id"] as? String == "now")
+            #expect(try await harness.withFeedCount("ana") == 1, "not in the feed before its time")
+            let frames = await client.wait(for: 3, timeout: .seconds(15))
+            let released = try #require(frames.last?["notification"] as? [String: Any])
+            #expect(released["resource_id"] as? String == "later")
+            let receivedAt = try #require(released["received_at"] as? Int)
+            #expect(receivedAt >= deliverAt * 1000, "not before deliver_at")
+            #expect(try await harness.withFeedCount("ana") == 2)
+
+            // Quiet hours now: a normal like is held, a high-priority one is pushed.
+            let minute = Int(Date().timeIntervalSince1970) / 60
+            func clock(_ minutes: Int) -> String {
+                let wrapped = ((minutes % 1_440) + 1_440) % 1_440
+                return String(format: "%02d:%02d", wrapped / 60, wrapped % 60)
+            }
+            let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
+            let quiet = #"{"quiet_hours":{"start":"\#(clock(minute - 1))","end":"\#(clock(minute + 10))","time_zone":"UTC"}}"#
+            #expect(try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: quiet).status == 200)
+            await client.wait(for: 4)
+            try await harness.like(owner: "ana", resource: "held")
+            try await harness.like(owner: "ana", resource: "urgent", extra: #","priority":"high""#)
+            let pushed = await client.wait(for: 5)
+            #expect(types(pushed).last == "notification.created")
+            #expect((pushed.last?["notification"] as? [String: Any])?["resource_id"] as? String == "urgent")
+            #expect(await eventually { (try? await harness.withFeedCount("ana")) == 4 })
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await client.wait(for: 5).count == 5, "the normal one is held")
+            await client.close()
+        }
+    }
+
     @Test func aSinceThatCannotBeReplayedAsksTheClientToReload() async throws {
         try await GatewayHarness.run(configure: { $0.maxReplay = 2 }) { (harness) async throws in
             let token = harness.token("ana")

@@ -42,7 +42,10 @@ struct RecordTests {
         #expect(Set(notification.keys) == [
             "id", "owner", "trigger_user", "username", "user_picture", "user_bio", "action", "resource_type",
             "resource_id", "excerpt", "created_at", "action_key", "read", "received_at",
+            // Extension (delivery receipts): where it is in its life.
+            "state",
         ])
+        #expect(notification["state"] as? String == "created")
         #expect(notification["username"] as? String == "Zoë \"Z\"")
         #expect(notification["excerpt"] as? String == "line\nbreak")
         #expect(notification["read"] as? Bool == false)
