@@ -546,9 +546,10 @@ struct GatewayTests {
             let connection = try RawHTTPConnection(port: harness.port)
             let clock = ContinuousClock()
             let start = clock.now
-            let received = await connection.read(timeout: .seconds(10)) { _ in false }
+            let received = await connection.read(timeout: .seconds(60)) { _ in false }
             #expect(received.isEmpty)
-            #expect(clock.now - start < .seconds(5), "closed by the server, not by the read's timeout")
+            // About 1 s; the bound leaves room for a loaded 2-core machine.
+            #expect(clock.now - start < .seconds(30), "closed by the server, not by the read's timeout")
         }
     }
 
