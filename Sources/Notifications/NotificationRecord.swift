@@ -14,7 +14,7 @@ public struct NotificationRecord: Sendable, Hashable {
     public internal(set) var userBio: String?
     public let action: Int64
     public let resourceType: String
-    public let resourceID: String
+    public internal(set) var resourceID: String
     public internal(set) var excerpt: String?
     public internal(set) var createdAt: Int64
     public internal(set) var actionKey: String
@@ -89,6 +89,7 @@ public struct NotificationRecord: Sendable, Hashable {
             // small as a plain one: the group id and actor are its own.
             attributes["actor_count"] = .integer(group.actorCount)
             if group.id != id { attributes["group_id"] = .string(group.id) }
+            if group.throttled { attributes["throttled"] = .bool(true) }
             if group.actorCount != 1 || group.actors.count != 1 || group.actors[0].joined != id {
                 attributes["actors"] = .list(group.actors.map { .map($0.attributes) })
             }
@@ -132,7 +133,9 @@ public struct NotificationRecord: Sendable, Hashable {
             } else {
                 actors = [GroupActor(self)]
             }
-            group = NotificationGroup(id: attributes["group_id"]?.stringValue ?? id, actorCount: count, actors: actors)
+            group = NotificationGroup(
+                id: attributes["group_id"]?.stringValue ?? id, actorCount: count, actors: actors,
+                throttled: attributes["throttled"]?.boolValue ?? false)
         }
     }
 
@@ -161,6 +164,7 @@ public struct NotificationRecord: Sendable, Hashable {
         if let group {
             json.raw(","); json.key("group_id"); json.string(group.id)
             json.raw(","); json.key("actor_count"); json.integer(group.actorCount)
+            if group.throttled { json.raw(","); json.key("throttled"); json.bool(true) }
             json.raw(","); json.key("actors"); json.raw("[")
             for (index, actor) in group.actors.enumerated() {
                 if index > 0 { json.raw(",") }
@@ -250,6 +254,11 @@ public struct NotificationGroup: Sendable, Hashable {
     /// The newest actors, newest first (at most ``shown``); the others are
     /// stored apart and read page by page.
     public internal(set) var actors: [GroupActor]
+
+    /// An overflow group: events folded because the owner or a trigger
+    /// user was over its rate, across resources (`actor_count` counts
+    /// events; the resource fields are the newest event's).
+    public internal(set) var throttled = false
 
     /// How many actors a notification carries.
     public static let shown = 3

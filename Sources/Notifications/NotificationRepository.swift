@@ -11,11 +11,16 @@ public struct IncomingEvent: Sendable {
     /// Where the event stands in the stream; `nil` (core NATS) applies
     /// events in the order they arrive.
     public let order: EventOrder?
+    /// Set when the owner (or this trigger user for the owner) is over its
+    /// rate: a creating event then folds into one notification per kind
+    /// (and per trigger user) instead of making its own.
+    public var throttled: Throttled?
 
-    public init(event: NotificationEvent, idempotencyKey: String?, order: EventOrder? = nil) {
+    public init(event: NotificationEvent, idempotencyKey: String?, order: EventOrder? = nil, throttled: Throttled? = nil) {
         self.event = event
         self.idempotencyKey = idempotencyKey
         self.order = order
+        self.throttled = throttled
     }
 
     /// The key for an event delivered from a JetStream stream.
@@ -200,6 +205,7 @@ public struct FeedPage: Sendable {
 /// | `U#<owner>`   | `C`             | `{unread}`: the unread counter              |
 /// | `U#<owner>`   | `P`             | the owner's ``Preferences``                 |
 /// | `U#<owner>`   | `G#<resource>`  | `{group, opened}`: the group open for new actors on a resource, expires with its window |
+/// | `U#<owner>`   | `T#<kind>#<trigger or *>` | as `G#`: the overflow group throttled events of a kind fold into |
 /// | `U#<owner>`   | `H#<group>`     | `{id}`: the group's notification, once an actor joined (the id changes) |
 /// | `U#<owner>`   | `M#<group>#<joined>` | an actor of the group beyond the ones its notification shows |
 /// | `OUTBOX`      | `<batch id>`    | per-user messages of a committed batch      |
@@ -290,6 +296,11 @@ public struct NotificationRepository: Sendable {
         let digits = String(max(seconds, 0))
         return String(repeating: "0", count: max(0, 11 - digits.count)) + digits
     }
+    /// The group throttled events of one kind fold into (`T#<kind>#*`, or
+    /// `T#<kind>#<trigger>` for one trigger user over its rate).
+    static func overflowGroupKey(owner: String, kind: EventKind, trigger: String?) -> ItemKey {
+        ItemKey(partition: partition(owner), sort: "T#" + kind.name + "#" + (trigger ?? "*"))
+    }
     static func groupHeadKey(_ owner: String, _ group: String) -> ItemKey { ItemKey(partition: partition(owner), sort: "H#" + group) }
     static func memberKey(_ owner: String, group: String, joined: String) -> ItemKey {
         ItemKey(partition: partition(owner), sort: "M#" + group + "#" + joined)
@@ -353,7 +364,9 @@ public struct NotificationRepository: Sendable {
             if let key = incoming.idempotencyKey { keys.insert(Self.idempotencyKey(owner, key)) }
             if incoming.event.kind.effect == .create { keys.insert(Self.preferencesKey(owner)) }
             // A group's last actor leaving closes the group open on its resource.
-            if aggregates(incoming.event) || (incoming.event.kind.effect == .retract && incoming.event.kind.isGroupable) {
+            if let key = groupKey(incoming) {
+                keys.insert(key)
+            } else if incoming.event.kind.effect == .retract && incoming.event.kind.isGroupable {
                 keys.insert(Self.openGroupKey(incoming.event))
             }
         }
@@ -390,6 +403,22 @@ public struct NotificationRepository: Sendable {
         aggregateWindow != nil && event.kind.aggregates
     }
 
+    /// The group a creating event may fold into: for a throttled one, the
+    /// owner's overflow group of its kind (and trigger user, when that user
+    /// is over its rate); for a like or follow, its resource's; else `nil`.
+    private func groupKey(_ incoming: IncomingEvent) -> ItemKey? {
+        let event = incoming.event
+        guard event.kind.effect == .create, event.deliverAt == nil else { return nil }
+        switch incoming.throttled {
+        case .owner?: return Self.overflowGroupKey(owner: event.owner, kind: event.kind, trigger: nil)
+        case .triggerUser?: return Self.overflowGroupKey(owner: event.owner, kind: event.kind, trigger: event.triggerUser)
+        case nil: return aggregates(event) ? Self.openGroupKey(event) : nil
+        }
+    }
+
+    /// How long an overflow group stays open when aggregation is off.
+    static let overflowWindow = Duration.seconds(3_600)
+
     /// Decides what `events` do, given what `reader` finds, and the
     /// transaction that does it: one action per changed item, each
     /// conditional on what was read, the counters and the outbox.
@@ -415,7 +444,7 @@ public struct NotificationRepository: Sendable {
                 next.insert(Self.notificationKey(event.owner, id))
             }
             if let group = pointer?["group"]?.stringValue { next.insert(Self.groupHeadKey(event.owner, group)) }
-            if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
+            if let key = groupKey(incoming), let group = plan.current(key)?["group"]?.stringValue {
                 next.insert(Self.groupHeadKey(event.owner, group))
             }
             if event.kind.effect == .retract, let scheduled = pointer?["scheduled"]?.stringValue {
@@ -433,7 +462,7 @@ public struct NotificationRepository: Sendable {
                     next.insert(Self.memberKey(event.owner, group: group, joined: pointer?["joined"]?.stringValue ?? group))
                 }
             }
-            if aggregates(event), let group = plan.current(Self.openGroupKey(event))?["group"]?.stringValue {
+            if let key = groupKey(incoming), let group = plan.current(key)?["group"]?.stringValue {
                 next.insert(Self.notificationKey(event.owner, currentID(of: group, owner: event.owner, in: plan)))
             }
         }
@@ -512,11 +541,11 @@ public struct NotificationRepository: Sendable {
                     if let expiry { pointerAttributes[Self.expiryAttribute] = expiry }
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                     outcomes.append(.scheduled(id: id, at: deliverAt))
-                } else if aggregates(event) {
+                } else if let openKey = groupKey(incoming) {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     let actor = GroupActor(event: event, joined: id)
-                    let openKey = Self.openGroupKey(event)
-                    let window = aggregateWindow.map { $0.components.seconds * 1000 } ?? 0
+                    let overflow = incoming.throttled != nil
+                    let window = (aggregateWindow ?? Self.overflowWindow).components.seconds * 1000
                     let group: String
                     if let open = plan.current(openKey), let openGroup = open["group"]?.stringValue,
                        let opened = open["opened"]?.integerValue, now - opened < window,
@@ -540,6 +569,7 @@ public struct NotificationRepository: Sendable {
                         record.read = false
                         record.receivedAt = now
                         (record.deliveredAt, record.seenAt, record.readAt) = (nil, nil, nil)
+                        if overflow { record.resourceID = event.resourceID }
                         record.show(actor)
                         if let excerpt = event.excerpt { record.excerpt = excerpt }
                         record.group = members
@@ -555,7 +585,7 @@ public struct NotificationRepository: Sendable {
                         // A new group, open for a window.
                         group = id
                         var record = NotificationRecord(event: event, id: id, receivedAt: now)
-                        record.group = NotificationGroup(id: group, actorCount: 1, actors: [actor])
+                        record.group = NotificationGroup(id: group, actorCount: 1, actors: [actor], throttled: overflow)
                         plan.set(openKey, Item(key: openKey, attributes: [
                             "group": .string(group), "opened": .integer(now),
                             Self.expiryAttribute: .integer((now + window) / 1000 + 1),

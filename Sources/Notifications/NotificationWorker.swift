@@ -243,10 +243,21 @@ final class WorkerLoop {
     private var failureStreak = 0
     /// When ``publishOrphanedOutboxes()`` looks next.
     private var nextOrphanCheck = ContinuousClock.now
+    /// Rates of new notifications per owner and trigger user, if limited.
+    private let throttle: Throttle?
 
     init(_ worker: NotificationWorker) {
         self.worker = worker
+        throttle = worker.configuration.throttle.flatMap { $0.owner == nil && $0.triggerUser == nil ? nil : Throttle(limits: $0) }
     }
+
+    /// Monotonic seconds, for the token buckets.
+    private static func seconds() -> Double {
+        let (seconds, attoseconds) = (ContinuousClock.now - start).components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+
+    private static let start = ContinuousClock.now
 
     // MARK: Loops
 
@@ -376,7 +387,11 @@ final class WorkerLoop {
             case .selfNotification:
                 metrics.record(.selfNotification)
                 settle(delivery)
-            case .accepted(_, let event):
+            case .accepted(_, var event):
+                if let throttle, event.event.kind.effect == .create, event.event.deliverAt == nil, !isRetry {
+                    event.throttled = throttle.admit(owner: event.event.owner, trigger: event.event.triggerUser, now: Self.seconds())
+                    if let reason = event.throttled { metrics.throttled(reason) }
+                }
                 accepted.append((delivery, event))
             }
         }

@@ -32,6 +32,9 @@ public struct WorkerConfiguration: Sendable {
     /// How old another worker's unpublished outbox must be before this
     /// worker publishes it; it looks five times as often (one store query).
     public var orphanedOutboxAge: Duration
+    /// Rates over which new notifications fold into one per kind (per
+    /// worker); `nil`: no limit.
+    public var throttle: ThrottleLimits?
     /// For tests of crash recovery only: kill the process at this point.
     public var crashPoint: CrashPoint?
 

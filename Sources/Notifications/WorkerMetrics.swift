@@ -21,6 +21,8 @@ struct WorkerMetrics: Sendable {
     let scheduled = Counter(label: "notify_events_total", dimensions: [("result", "scheduled")])
     let unscheduled = Counter(label: "notify_events_total", dimensions: [("result", "unscheduled")])
     let released = Counter(label: "notify_scheduled_released_total")
+    let throttledOwner = Counter(label: "notify_events_throttled_total", dimensions: [("limit", "owner")])
+    let throttledTriggerUser = Counter(label: "notify_events_throttled_total", dimensions: [("limit", "trigger_user")])
     let nothingToRetract = Counter(label: "notify_events_total", dimensions: [("result", "retract_not_found")])
     let alreadyProcessed = Counter(label: "notify_events_total", dimensions: [("result", "already_processed")])
     let superseded = Counter(label: "notify_events_total", dimensions: [("result", "superseded")])
@@ -61,6 +63,13 @@ struct WorkerMetrics: Sendable {
     func deadLettered() { deadLetters.increment() }
     func published(_ count: Int) { published.increment(by: count) }
     func released(_ count: Int) { released.increment(by: count) }
+
+    func throttled(_ reason: Throttled) {
+        switch reason {
+        case .owner: throttledOwner.increment()
+        case .triggerUser: throttledTriggerUser.increment()
+        }
+    }
 
     func rejected(_ reason: RejectionReason) {
         rejected[reason]?.increment()

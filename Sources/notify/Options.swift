@@ -72,6 +72,18 @@ struct GatewayOptions: ParsableArguments {
 
 /// Flags of the worker.
 struct WorkerOptions: ParsableArguments {
+    @Option(name: .customLong("throttle-owner-per-minute"), help: "New notifications a minute per owner before they fold into one per kind; 0 is no limit. [env: THROTTLE_OWNER_PER_MINUTE, default: 0]")
+    var throttleOwnerPerMinute: Int?
+
+    @Option(name: .customLong("throttle-owner-burst"), help: "How many may come at once before that rate applies. [env: THROTTLE_OWNER_BURST, default: the rate]")
+    var throttleOwnerBurst: Int?
+
+    @Option(name: .customLong("throttle-actor-per-minute"), help: "New notifications a minute from one trigger user to one owner; 0 is no limit. [env: THROTTLE_ACTOR_PER_MINUTE, default: 0]")
+    var throttleActorPerMinute: Int?
+
+    @Option(name: .customLong("throttle-actor-burst"), help: "How many may come at once before that rate applies. [env: THROTTLE_ACTOR_BURST, default: the rate]")
+    var throttleActorBurst: Int?
+
     @Option(name: .customLong("jetstream"), help: "false: core NATS queue subscription, at-most-once. [env: NATS_JETSTREAM, default: true]")
     var jetStream: Bool?
 

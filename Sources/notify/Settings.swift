@@ -304,6 +304,16 @@ struct WorkerSettings {
             subject: common.subject, userSubjectPrefix: common.userSubjectPrefix, useJetStream: useJetStream,
             streamName: streamName, streamStorage: storage.storage, streamMaxAge: maxAge, streamReplicas: replicas, consumerName: consumerName,
             ackWait: ackWait, maxDeliver: maxDeliver, backoff: backoff, batchSize: batchSize, crashPoint: crashPoint)
+        let owner = try Self.rate(reader, "THROTTLE_OWNER", perMinute: flags.throttleOwnerPerMinute, burst: flags.throttleOwnerBurst)
+        let actor = try Self.rate(reader, "THROTTLE_ACTOR", perMinute: flags.throttleActorPerMinute, burst: flags.throttleActorBurst)
+        if owner != nil || actor != nil { worker.throttle = ThrottleLimits(owner: owner, triggerUser: actor) }
+    }
+
+    /// `<prefix>_PER_MINUTE` (0: no limit) and `<prefix>_BURST` (default: the rate).
+    private static func rate(_ reader: SettingsReader, _ prefix: String, perMinute: Int?, burst: Int?) throws -> ThrottleLimits.Rate? {
+        let rate = try reader.integer(prefix + "_PER_MINUTE", flag: perMinute, default: 0, range: 0...1_000_000)
+        let burst = try reader.integer(prefix + "_BURST", flag: burst, default: max(rate, 1), range: 1...1_000_000)
+        return rate == 0 ? nil : ThrottleLimits.Rate(perMinute: Double(rate), burst: Double(burst))
     }
 }
 

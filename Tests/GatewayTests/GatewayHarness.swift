@@ -47,14 +47,16 @@ final class GatewayHarness: Sendable {
 
     /// - Parameter aggregateWindow: the worker's (`AGGREGATE_WINDOW`); off by default.
     static func run(
-        backend: Backend = .sqlite, aggregateWindow: Duration? = nil, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        backend: Backend = .sqlite, aggregateWindow: Duration? = nil, throttle: ThrottleLimits? = nil,
+        configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
                 let location = try await StoreLocation.make(backend, directory: directory)
                 let harness = try await GatewayHarness(
-                    server: server, directory: directory, location: location, aggregateWindow: aggregateWindow, configure: configure)
+                    server: server, directory: directory, location: location, aggregateWindow: aggregateWindow, throttle: throttle,
+                    configure: configure)
                 do {
                     try await body(harness)
                 } catch {
@@ -69,7 +71,7 @@ final class GatewayHarness: Sendable {
     }
 
     private init(
-        server: NATSServer, directory: TemporaryDirectory, location: StoreLocation, aggregateWindow: Duration?,
+        server: NATSServer, directory: TemporaryDirectory, location: StoreLocation, aggregateWindow: Duration?, throttle: ThrottleLimits?,
         configure: @escaping @Sendable (inout GatewayConfiguration) -> Void
     ) async throws {
         self.server = server
@@ -78,7 +80,7 @@ final class GatewayHarness: Sendable {
         self.configure = configure
         connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         jetStream = try JetStream(connection: connection)
-        worker = try await Self.startWorker(server: server, location: location, aggregateWindow: aggregateWindow)
+        worker = try await Self.startWorker(server: server, location: location, aggregateWindow: aggregateWindow, throttle: throttle)
         gateway = Mutex(nil)
         try await startGateway()
     }
@@ -89,12 +91,18 @@ final class GatewayHarness: Sendable {
         return logger
     }
 
-    private static func startWorker(server: NATSServer, location: StoreLocation, aggregateWindow: Duration?) async throws -> Running {
+    private static func startWorker(
+        server: NATSServer, location: StoreLocation, aggregateWindow: Duration?, throttle: ThrottleLimits?
+    ) async throws -> Running {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         let opened = try await location.open()
         let repository = NotificationRepository(store: opened.store, aggregateWindow: aggregateWindow)
         let worker = try await NotificationWorker.prepare(
-            configuration: WorkerConfiguration(streamStorage: .file, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
+            configuration: {
+                var configuration = WorkerConfiguration(streamStorage: .file, ackWait: .seconds(5), fetchWait: .milliseconds(100))
+                configuration.throttle = throttle
+                return configuration
+            }(),
             connection: connection, repository: repository, logger: quietLogger)
         let group = ServiceGroup(services: [worker], logger: quietLogger)
         return Running(group: group, task: Task { try await group.run() }, opened: opened, connection: connection)

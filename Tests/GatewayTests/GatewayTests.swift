@@ -447,6 +447,29 @@ struct GatewayTests {
         }
     }
 
+    @Test func oneActorOverItsRateFoldsIntoOneNotification() async throws {
+        let limits = ThrottleLimits(triggerUser: .init(perMinute: 1, burst: 2))
+        try await GatewayHarness.run(throttle: limits) { (harness) async throws in
+            let token = harness.token("ana")
+            let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
+            await client.wait(for: 1)
+            for index in 0..<6 { try await harness.like(owner: "ana", resource: "p\(index)", trigger: "ben") }
+            try await harness.like(owner: "ana", resource: "p0", trigger: "cy")
+            let frames = await client.wait(for: 8)
+            #expect(types(frames) == ["hello"] + Array(repeating: "notification.created", count: 3)
+                + Array(repeating: "notification.updated", count: 3) + ["notification.created"])
+            #expect(await eventually { (try? await harness.withFeedCount("ana")) == 4 })
+            let feed = try await harness.get("/v1/notifications", token: token)
+            let items = try #require(feed.json["items"] as? [[String: Any]])
+            #expect(items.map { $0["resource_id"] as? String } == ["p0", "p5", "p1", "p0"])
+            #expect(items[0]["trigger_user"] as? String == "cy")
+            #expect(items[1]["throttled"] as? Bool == true)
+            #expect(items[1]["actor_count"] as? Int == 4, "p2 to p5, folded")
+            #expect(items[2]["throttled"] == nil)
+            await client.close()
+        }
+    }
+
     @Test func aSinceThatCannotBeReplayedAsksTheClientToReload() async throws {
         try await GatewayHarness.run(configure: { $0.maxReplay = 2 }) { (harness) async throws in
             let token = harness.token("ana")
