@@ -672,13 +672,7 @@ public struct NotificationRepository: Sendable {
         for id in publishedOutboxes {
             actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
         }
-        (messages, references) = Self.highPriorityFirst(messages, references, priorities)
-        var outbox: OutboxBatch?
-        if !messages.isEmpty {
-            let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
-            actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
-            outbox = batch
-        }
+        let outbox = outbox(messages, references, priorities, now: now, into: &actions)
         return PlannedWrite(actions: actions, result: .done(BatchResult(outcomes: outcomes, outbox: outbox)))
     }
 
@@ -751,13 +745,7 @@ public struct NotificationRepository: Sendable {
         for (owner, delta) in unread.sorted(by: { $0.key < $1.key }) {
             actions.append(.update(Self.counterKey(owner), Update(add: ["unread": delta])))
         }
-        (messages, references) = Self.highPriorityFirst(messages, references, priorities)
-        var outbox: OutboxBatch?
-        if !messages.isEmpty {
-            let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
-            actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
-            outbox = batch
-        }
+        let outbox = outbox(messages, references, priorities, now: now, into: &actions)
         do {
             try await store.transactWriteItems(actions)
         } catch where error.isConditionFailure {
@@ -775,6 +763,19 @@ public struct NotificationRepository: Sendable {
         var attributes = record.attributes
         if let expiry { attributes[Self.expiryAttribute] = expiry }
         actions.append(.put(Item(key: Self.notificationKey(record.owner, record.id), attributes: attributes), condition: .itemNotExists))
+    }
+
+    /// The outbox of `messages` (high priority first), written by `actions`;
+    /// `nil` when there are none.
+    private func outbox(
+        _ messages: [OutboundMessage], _ references: [OutboxReference], _ priorities: [NotificationEvent.Priority], now: Int64,
+        into actions: inout [WriteAction]
+    ) -> OutboxBatch? {
+        guard !messages.isEmpty else { return nil }
+        let (messages, references) = Self.highPriorityFirst(messages, references, priorities)
+        let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
+        actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
+        return batch
     }
 
     /// Plans a new notification item.
