@@ -175,7 +175,7 @@ public final class Gateway: Sendable {
 
     /// `POST /v1/notifications/receipts` with `{"delivered":[…],"seen":[…]}`
     /// (either or both): receipts for clients without a WebSocket (SSE).
-    /// Answers `202 {"accepted":N}` once they are written.
+    /// Answers `202 {"accepted":N}` once their batch was written (or queued again after a store failure).
     private func postReceipts(_ request: Request, user: String) async throws -> Response {
         let body = try await request.body.collect(upTo: 256 * 1024)
         guard case .object(let object)? = try? JSONParser.parse(Array(body.readableBytesView)), !object.isEmpty,
