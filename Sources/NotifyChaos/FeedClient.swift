@@ -11,15 +11,19 @@ import Synchronization
 /// `000…0` when the feed was empty, so that nothing stored between the
 /// load and the new connection is missed),
 /// and it records every `notification.created` and `notification.deleted`
-/// it receives.
+/// it receives (a `notification.updated` that moved a group to the top
+/// deletes the id it replaced and creates the new one).
 final class FeedClient: Sendable {
     struct State: Sendable {
         /// Ids of created notifications, in the order first received.
         var created: [String] = []
         var seen = Set<String>()
         var actionKeys = Set<String>()
-        /// Ids of `notification.deleted` frames.
+        /// Ids of `notification.deleted` frames, and of notifications a
+        /// group replaced (aggregation).
         var deleted = Set<String>()
+        /// Each group's notification on screen, by `group_id`.
+        var groups: [String: String] = [:]
         /// Created notifications received again (the contract allows none).
         var duplicates = 0
         var hellos = 0
@@ -103,13 +107,20 @@ final class FeedClient: Sendable {
                 state.hellos += 1
             case "reset":
                 state.resets += 1
-            case "notification.created":
+            case "notification.created", "notification.updated":
                 guard let notification = frame["notification"] as? [String: Any], let id = notification["id"] as? String else { return }
-                state.trace.append("\(state.hellos)\tcreated\t\(id)")
+                let updated = frame["type"] as? String == "notification.updated"
+                state.trace.append("\(state.hellos)\t\(updated ? "updated" : "created")\t\(id)")
+                // One entry per group: a new id replaces the one shown.
+                if let replaces = frame["replaces"] as? String { state.deleted.insert(replaces) }
+                if let group = notification["group_id"] as? String {
+                    if let shown = state.groups[group], shown != id { state.deleted.insert(shown) }
+                    state.groups[group] = id
+                }
                 if state.seen.insert(id).inserted {
                     state.created.append(id)
                     if let key = notification["action_key"] as? String { state.actionKeys.insert(key) }
-                } else {
+                } else if !updated {
                     state.duplicates += 1
                 }
                 if state.lastID.map({ id > $0 }) ?? true { state.lastID = id }

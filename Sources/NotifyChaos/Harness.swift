@@ -49,6 +49,9 @@ final class Harness: Sendable {
         [
             "NATS_URL": server.url, "DATA_DIR": dataDirectory, "LOG_LEVEL": "info", "ENVIRONMENT": "development",
             "JWT_SECRET": Self.secret, "HOST": "127.0.0.1", "PORT": "0",
+            // The scenarios' oracles expect one notification per action key
+            // (follows of one user would fold); aggregation has its own tests.
+            "AGGREGATE_WINDOW": "0",
         ].merging(extra) { _, new in new }
     }
 

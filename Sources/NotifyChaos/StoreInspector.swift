@@ -129,11 +129,17 @@ enum StoreInspector {
         }
         // A group's notification is its own id until an actor joins. An
         // actor's pointer may outlive the group; the shown actor's must not.
+        var grouped = Set<String>()
         for (actionKey, group) in groupPointers {
             let id = heads[group] ?? group
-            if notifications[id] != nil { pointers[actionKey] = id }
+            if notifications[id] != nil {
+                pointers[actionKey] = id
+                grouped.insert(actionKey)
+            }
         }
-        for (actionKey, id) in pointers where notifications[id]?.actionKey != actionKey {
+        // A group's notification shows its newest actor's key; the others
+        // point to it too.
+        for (actionKey, id) in pointers where notifications[id] == nil || (!grouped.contains(actionKey) && notifications[id]?.actionKey != actionKey) {
             snapshot.inconsistencies.append("\(owner): pointer A#\(actionKey) → \(id), which is not a notification with that key")
         }
         for notification in notifications.values where pointers[notification.actionKey] != notification.id {
