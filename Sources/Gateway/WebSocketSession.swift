@@ -373,8 +373,9 @@ final class WebSocketSession: ChannelInboundHandler {
         case .success(.receipt(let kind, let ids)):
             gateway.receipts.add(ids.map { Receipt(owner: user, id: $0, kind: kind) })
         case .failure(let error):
-            // Not before `hello`, which is always the first frame.
-            guard phase == .live else { return }
+            // Not before `hello`, which is always the first frame; and not
+            // to a client that does not read (its errors would pile up here).
+            guard phase == .live, !paused, context.channel.isWritable else { return }
             var json = JSONWriterBridge()
             json.clientError(error.message)
             write([json.bytes], context: context)
