@@ -247,13 +247,12 @@ final class UserHub: Sendable {
                 setQuietHours(preferences.quietHours, for: user)
             }
         }
-        let now = RepositoryClock.milliseconds() / 1000
         let (sinks, outcome) = entries.withLock { entries -> ([any LiveSink], Delivered) in
             guard let clients = entries[user]?.clients else { return ([], .pushed) }
             // In place: the ring is not copied.
             if let key, entries[user]?.recent.insert(key) == false { return ([], .repeated) }
-            if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: now), let id = newNotificationID(frame),
-               !isHighPriority(frame) {
+            if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: RepositoryClock.milliseconds() / 1000),
+               let id = newNotificationID(frame), !isHighPriority(frame) {
                 hold(id, for: user, until: end, in: &entries)
                 return ([], .held)
             }

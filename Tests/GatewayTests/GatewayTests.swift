@@ -324,13 +324,7 @@ struct GatewayTests {
 
             let client = TestWebSocket(port: harness.port, path: "/ws?access_token=\(token)")
             await client.wait(for: 1)
-            // Quiet hours (UTC) from a minute ago to ten minutes from now.
-            let minute = Int(Date().timeIntervalSince1970) / 60
-            func clock(_ minutes: Int) -> String {
-                let wrapped = ((minutes % 1_440) + 1_440) % 1_440
-                return String(format: "%02d:%02d", wrapped / 60, wrapped % 60)
-            }
-            let body = #"{"muted_resources":[{"resource_type":"POST","resource_id":"muted"}],"quiet_hours":{"start":"\#(clock(minute - 1))","end":"\#(clock(minute + 10))","time_zone":"UTC"}}"#
+            let body = #"{"muted_resources":[{"resource_type":"POST","resource_id":"muted"}],"quiet_hours":\#(quietHoursNow())}"#
             let put = try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: body)
             #expect(put.status == 200)
             #expect(types(await client.wait(for: 2)) == ["hello", "preferences.updated"])
@@ -426,13 +420,8 @@ struct GatewayTests {
             #expect(try await harness.withFeedCount("ana") == 2)
 
             // Quiet hours now: a normal like is held, a high-priority one is pushed.
-            let minute = Int(Date().timeIntervalSince1970) / 60
-            func clock(_ minutes: Int) -> String {
-                let wrapped = ((minutes % 1_440) + 1_440) % 1_440
-                return String(format: "%02d:%02d", wrapped / 60, wrapped % 60)
-            }
             let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
-            let quiet = #"{"quiet_hours":{"start":"\#(clock(minute - 1))","end":"\#(clock(minute + 10))","time_zone":"UTC"}}"#
+            let quiet = #"{"quiet_hours":\#(quietHoursNow())}"#
             #expect(try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: quiet).status == 200)
             await client.wait(for: 4)
             try await harness.like(owner: "ana", resource: "held")
@@ -699,4 +688,14 @@ extension GatewayHarness {
     func withFeedCount(_ owner: String) async throws -> Int {
         try await get("/v1/notifications?limit=100", token: token(owner)).json["items"].map { ($0 as? [Any])?.count ?? 0 } ?? 0
     }
+}
+
+/// Quiet hours (UTC) from a minute ago to ten minutes from now, as JSON.
+func quietHoursNow() -> String {
+    let minute = Int(Date().timeIntervalSince1970) / 60
+    func clock(_ minutes: Int) -> String {
+        let wrapped = ((minutes % 1_440) + 1_440) % 1_440
+        return String(format: "%02d:%02d", wrapped / 60, wrapped % 60)
+    }
+    return #"{"start":"\#(clock(minute - 1))","end":"\#(clock(minute + 10))","time_zone":"UTC"}"#
 }
