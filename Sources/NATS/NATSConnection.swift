@@ -54,6 +54,26 @@ public struct NATSConnectionOptions: Sendable {
     }
 }
 
+/// What ``NATSConnection/publishConfirmable(_:)`` published: a place in the
+/// connection's stream of publishes, on one connection to a server.
+public struct PublishReceipt: Sendable, Hashable {
+    /// Completed reconnects when the publishes began.
+    let generation: UInt64
+    /// Publishes on the connection when they ended.
+    let position: UInt64
+}
+
+/// Whether a ``PublishReceipt``'s messages reached the server.
+public enum PublishConfirmation: Sendable, Hashable {
+    /// A flush after them came back on the same connection.
+    case confirmed
+    /// Not yet known: no flush after them has come back.
+    case pending
+    /// The connection was re-made before a flush confirmed them: they
+    /// may have been lost with the old connection. Publish them again.
+    case unknown
+}
+
 /// The state of a connection, as nats.c reports it.
 public enum NATSConnectionStatus: Sendable, Hashable, CustomStringConvertible {
     case disconnected, connecting, connected, closed, reconnecting, draining
@@ -114,6 +134,11 @@ public final class NATSConnection: @unchecked Sendable {
     private let callbacks: ConnectionCallbacks
     public let options: NATSConnectionOptions
     private let sendRequested = Atomic<Bool>(false)
+    /// Publishes so far; a ``PublishReceipt`` holds a position in it.
+    private let publishes = Atomic<UInt64>(0)
+    /// The furthest position a flush has confirmed, per generation (the
+    /// newest 64 kept).
+    private let confirmed = Mutex<[UInt64: UInt64]>([:])
 
     private init(handle: OpaquePointer, callbacks: ConnectionCallbacks, options: NATSConnectionOptions) {
         self.handle = handle
@@ -262,6 +287,58 @@ public final class NATSConnection: @unchecked Sendable {
             defer { natsMsg_Destroy(message) }
             try check(natsConnection_PublishMsg(handle, message), "publish", context: "subject \(subject)")
         }
+        publishes.add(1, ordering: .releasing)
+    }
+
+    /// Runs `body`, which publishes on this connection, and returns a
+    /// receipt for what it published: ``confirmation(of:)`` later says
+    /// whether the server is known to have received all of it.
+    ///
+    /// A publish that returned has only reached nats.c's buffer: when the
+    /// server goes away, what was on the wire is lost, and a later flush
+    /// on the new connection says nothing about it. Whatever must not be
+    /// lost (an outbox) is kept until its receipt is confirmed.
+    public func publishConfirmable(_ body: (NATSConnection) throws(NATSError) -> Void) throws(NATSError) -> PublishReceipt {
+        let generation = generation()
+        try body(self)
+        return PublishReceipt(generation: generation, position: publishes.load(ordering: .acquiring))
+    }
+
+    /// Whether the server has received what `receipt` covers, as far as
+    /// the flushes so far tell (``sendBuffered()`` and ``flush(timeout:)``
+    /// both count).
+    public func confirmation(of receipt: PublishReceipt) -> PublishConfirmation {
+        let position = confirmed.withLock { $0[receipt.generation] }
+        if let position, position >= receipt.position { return .confirmed }
+        // The connection was re-made since: what was on the old wire may be gone.
+        return generation() > receipt.generation ? .unknown : .pending
+    }
+
+    /// nats.c's count of completed reconnects. It is raised before the
+    /// new connection sends anything, so a flush whose PING waited out a
+    /// reconnect ends with a higher count than it started with.
+    private func generation() -> UInt64 {
+        var stats: OpaquePointer?
+        guard natsStatistics_Create(&stats) == NATS_OK, let stats else { return 0 }
+        defer { natsStatistics_Destroy(stats) }
+        var reconnects: UInt64 = 0
+        guard natsConnection_GetStats(handle, stats) == NATS_OK,
+              natsStatistics_GetCounts(stats, nil, nil, nil, nil, &reconnects) == NATS_OK else { return 0 }
+        return reconnects
+    }
+
+    /// Flushes and, when the PONG came back on the same connection as the
+    /// publishes before it, records them as confirmed.
+    private func flushConfirming(milliseconds timeout: Int64) -> natsStatus {
+        let generation = generation()
+        let position = publishes.load(ordering: .acquiring)
+        let status = natsConnection_FlushTimeout(handle, timeout)
+        guard status == NATS_OK, self.generation() == generation else { return status }
+        confirmed.withLock { positions in
+            positions[generation] = max(positions[generation] ?? 0, position)
+            if positions.count > 64, let oldest = positions.keys.min() { positions[oldest] = nil }
+        }
+        return status
     }
 
     /// Sends what is buffered now instead of after nats.c's accumulation
@@ -274,14 +351,14 @@ public final class NATSConnection: @unchecked Sendable {
             sendRequested.store(false, ordering: .releasing)
             // The PING written by a flush sends the buffer in place; its
             // PONG is waited for only briefly, on this queue.
-            _ = natsConnection_FlushTimeout(handle, 100)
+            _ = flushConfirming(milliseconds: 100)
         }
     }
 
     /// Waits until the server has processed everything published so far.
     public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
         try await onQueue(blockingQueue) { [self] () throws(NATSError) in
-            try check(natsConnection_FlushTimeout(handle, max(1, milliseconds(timeout))), "flush")
+            try check(flushConfirming(milliseconds: max(1, milliseconds(timeout))), "flush")
         }
     }
 

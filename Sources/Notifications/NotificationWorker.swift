@@ -159,9 +159,10 @@ public struct NotificationWorker: Service, CustomStringConvertible {
                 if let outbox {
                     do {
                         for message in outbox.messages { try connection.publish(message.subject, payload: message.body) }
-                        connection.sendBuffered()
                         metrics.published(outbox.messages.count)
                         metrics.released(released)
+                        // Deleted only once the server has them.
+                        try await connection.flush()
                         try await repository.deleteOutboxes([outbox.id])
                     } catch {
                         logger.warning("publishing released notifications failed; their outbox is published later", metadata: [
@@ -237,8 +238,12 @@ final class WorkerLoop {
     private var metrics: WorkerMetrics { worker.metrics }
     /// An outbox could not be published: publish it before taking more.
     private var outboxPending = false
-    /// Published outboxes not deleted yet: they go with the next batch's
-    /// transaction, or on their own when the worker is idle.
+    /// Published outboxes the server has yet to confirm; each moves to
+    /// ``undeleted`` once a flush after it comes back, or is published
+    /// again when the connection was re-made first.
+    private var unconfirmed: [(id: String, receipt: PublishReceipt, at: ContinuousClock.Instant)] = []
+    /// Published and confirmed outboxes not deleted yet: they go with the
+    /// next batch's transaction, or on their own when the worker is idle.
     private var undeleted: [String] = []
     private var failureStreak = 0
     /// When ``publishOrphanedOutboxes()`` looks next.
@@ -273,6 +278,7 @@ final class WorkerLoop {
         }
         var next: Task<[Prepared], any Error>?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await confirmOverdue()
             guard await outboxIsClear() else { continue }
             await publishOrphanedOutboxes()
             let current = next ?? fetchNext()
@@ -287,7 +293,7 @@ final class WorkerLoop {
             }
             failureStreak = 0
             guard !batch.isEmpty else {
-                if !undeleted.isEmpty { await deleteOutboxes() }
+                await confirmAndDelete()
                 continue
             }
             if !Task.isShuttingDownGracefully { next = fetchNext() }
@@ -314,16 +320,17 @@ final class WorkerLoop {
         if let next, let prefetched = try? await next.value {
             for case .jetStream(let message, _) in prefetched.map(\.delivery) { try? message.nak() }
         }
-        if !undeleted.isEmpty { await deleteOutboxes() }
+        await confirmAndDelete()
     }
 
     func runCore(_ subscription: NATSSubscription) async {
         while !Task.isCancelled {
+            await confirmOverdue()
             guard await outboxIsClear() else { continue }
             await publishOrphanedOutboxes()
             let messages = await subscription.nextBatch(max: configuration.batchSize)
             if messages.isEmpty {  // drained at shutdown
-                if !undeleted.isEmpty { await deleteOutboxes() }
+                await confirmAndDelete()
                 return
             }
             var failed = await commit(Self.prepare(messages.map { .core($0) }, validator: worker.validator))
@@ -337,7 +344,7 @@ final class WorkerLoop {
             for (delivery, error) in failed {
                 _ = await deadLetter(delivery, EventRejection(.storeFailed, error.description), attempts: attempt)
             }
-            if !undeleted.isEmpty, subscription.isIdle { await deleteOutboxes() }
+            if subscription.isIdle { await confirmAndDelete() }
         }
     }
 
@@ -467,7 +474,8 @@ final class WorkerLoop {
 
     private func store(_ entries: [(Delivery, IncomingEvent)]) async throws(KeyValueStoreError) {
         let started = ContinuousClock.now
-        // Outboxes published earlier are deleted in this same transaction.
+        // Outboxes published and confirmed earlier are deleted in this same transaction.
+        noteConfirmations()
         let published = Array(undeleted.prefix(NotificationRepository.maxPublishedOutboxes))
         let result = try await worker.repository.apply(entries.map(\.1), publishedOutboxes: published)
         undeleted.removeFirst(published.count)
@@ -497,17 +505,69 @@ final class WorkerLoop {
     /// the store for ``outboxIsClear()``.
     private func publish(_ outbox: OutboxBatch) {
         do {
-            for message in outbox.messages {
-                try worker.connection.publish(message.subject, payload: message.body)
+            let receipt = try worker.connection.publishConfirmable { connection throws(NATSError) in
+                for message in outbox.messages {
+                    try connection.publish(message.subject, payload: message.body)
+                }
             }
             metrics.published(outbox.messages.count)
-            undeleted.append(outbox.id)
+            unconfirmed.append((outbox.id, receipt, .now))
         } catch {
             logger.error("publishing per-user messages failed; they stay in the outbox and are retried before more events are taken", metadata: [
                 "outbox": .string(outbox.id), "error": .string(error.description),
             ])
             outboxPending = true
         }
+    }
+
+    /// Moves the outboxes the server confirmed to ``undeleted``; an
+    /// outbox published on a connection since re-made is published again.
+    private func noteConfirmations() {
+        var lost = 0
+        unconfirmed.removeAll { entry in
+            switch worker.connection.confirmation(of: entry.receipt) {
+            case .confirmed:
+                undeleted.append(entry.id)
+                return true
+            case .pending:
+                return false
+            case .unknown:
+                lost += 1
+                return true
+            }
+        }
+        if lost > 0 {
+            logger.warning("the NATS connection was re-made before the server confirmed published per-user messages; publishing them again", metadata: [
+                "outboxes": .stringConvertible(lost),
+            ])
+            outboxPending = true
+        }
+    }
+
+    /// Waits for the server to confirm what was published (a flush), then
+    /// deletes the confirmed outboxes. Called when the worker is idle.
+    private func confirmAndDelete() async {
+        if !unconfirmed.isEmpty {
+            do {
+                try await worker.connection.flush()
+            } catch {
+                logger.warning("the NATS server did not confirm published per-user messages; their outboxes are kept", metadata: ["error": .string(error.description)])
+            }
+            noteConfirmations()
+        }
+        if !undeleted.isEmpty { await deleteOutboxes() }
+    }
+
+    /// Flushes when an outbox has waited for confirmation over a second
+    /// (a busy worker's own sends normally confirm within milliseconds).
+    private func confirmOverdue() async {
+        guard let oldest = unconfirmed.first?.at, ContinuousClock.now - oldest > .seconds(1) else { return }
+        do {
+            try await worker.connection.flush()
+        } catch {
+            logger.warning("the NATS server did not confirm published per-user messages; their outboxes are kept", metadata: ["error": .string(error.description)])
+        }
+        noteConfirmations()
     }
 
     private func deleteOutboxes() async {
@@ -524,16 +584,23 @@ final class WorkerLoop {
     /// start-up, and after a failed publish), or those committed before
     /// `committedBefore` (Unix milliseconds).
     func publishPendingOutboxes(committedBefore: UInt64? = nil) async throws {
+        // All of them: this worker's unconfirmed ones are published again too.
+        if committedBefore == nil { unconfirmed.removeAll() }
+        let waiting = Set(unconfirmed.map(\.id))
         while true {
             let batches = try await worker.repository.pendingOutboxes(limit: 100, committedBefore: committedBefore)
-                .filter { !undeleted.contains($0.id) }
+                .filter { !undeleted.contains($0.id) && !waiting.contains($0.id) }
             if batches.isEmpty { break }
             for batch in batches {
                 for message in batch.messages {
                     try worker.connection.publish(message.subject, payload: message.body)
                 }
                 metrics.published(batch.messages.count)
-                try await worker.repository.deleteOutboxes([batch.id])
+            }
+            // Deleted only once the server has them.
+            try await worker.connection.flush()
+            try await worker.repository.deleteOutboxes(batches.map(\.id))
+            for batch in batches {
                 logger.info(committedBefore == nil ? "published an outbox left from before" : "published an outbox another worker committed but did not publish (it stopped in between)", metadata: [
                     "outbox": .string(batch.id), "messages": .stringConvertible(batch.messages.count),
                 ])

@@ -77,6 +77,11 @@ struct NATSTests {
         defer { server.directory.remove() }
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url], minReconnectDelay: .milliseconds(20), maxReconnectDelay: .milliseconds(200)))
         var events = connection.events.makeAsyncIterator()
+        let flushed = try connection.publishConfirmable { connection throws(NATSError) in try connection.publish("before.stop", payload: [1]) }
+        try await connection.flush()
+        #expect(connection.confirmation(of: flushed) == .confirmed)
+        let unflushed = try connection.publishConfirmable { connection throws(NATSError) in try connection.publish("before.stop", payload: [2]) }
+        #expect(connection.confirmation(of: unflushed) == .pending)
         await server.stop()
         #expect(await events.next() == .disconnected)
         #expect(connection.status != .connected)
@@ -89,8 +94,13 @@ struct NATSTests {
         #expect(url.contains(String(server.port)))
         #expect(connection.status == .connected)
         #expect(connection.reconnectCount == 1)
-        try connection.publish("after.restart", payload: [1])
+        // No flush came back on the old connection after the second publish:
+        // it may have been lost with it, and stays so after later flushes.
+        let after = try connection.publishConfirmable { connection throws(NATSError) in try connection.publish("after.restart", payload: [1]) }
         try await connection.flush()
+        #expect(connection.confirmation(of: after) == .confirmed)
+        #expect(connection.confirmation(of: unflushed) == .unknown)
+        #expect(connection.confirmation(of: flushed) == .confirmed)
         await connection.close()
         await restarted.stop()
     }
