@@ -59,7 +59,7 @@ public final class Gateway: Sendable {
         self.receipts = ReceiptWriter(repository: repository, logger: logger)
         self.verifier = TokenVerifier(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
         self.hub = UserHub(
-            connection: connection, userSubjectPrefix: configuration.userSubjectPrefix,
+            connection: connection, subjects: configuration.subjects,
             maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
         let hub = self.hub
@@ -126,6 +126,38 @@ public final class Gateway: Sendable {
         }
         preferences.put { [self] request, context in try await putPreferences(request, user: try user(context)) }
         api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
+        let rooms = router.group("v1/rooms").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
+        rooms.get(":room/notifications") { [self] request, context in try await listRoom(request, context: context) }
+    }
+
+    /// A room named in a request, checked against the user: broadcast
+    /// rooms are public, `user:<id>` only for that user.
+    private func roomName(_ text: String, user: String) throws -> RoomName {
+        let text = text.removingPercentEncoding ?? text
+        guard let name = RoomName(text) else {
+            throw APIError.badRequest("a room is channel:<id>, global or user:<id> (ids of 1–128 characters A–Z, a–z, 0–9, '_' or '-')")
+        }
+        if case .user(let id) = name, id != user {
+            throw APIError(.forbidden, code: "forbidden", message: "user rooms are private: user:\(id) is not yours")
+        }
+        return name
+    }
+
+    /// `GET /v1/rooms/<room>/notifications?limit=&before=`: a room's
+    /// history, newest first, paged like the feed.
+    private func listRoom(_ request: Request, context: GatewayContext) async throws -> Response {
+        let user = try user(context)
+        let name = try roomName(context.parameters.get("room") ?? "", user: user)
+        let (limit, before) = try pageParameters(request)
+        switch name {
+        case .user:
+            return try await listFeed(request, user: user)
+        case .room(let room):
+            let page = try await repository.feed(owner: room.owner, limit: limit, before: before)
+            var json = JSONWriterBridge()
+            json.roomFeed(page, room: room)
+            return jsonResponse(json.bytes)
+        }
     }
 
     private func token(_ context: GatewayContext) throws -> VerifiedToken {
@@ -313,6 +345,33 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Joins `room` for a WebSocket: subscribes (confirmed by the
+    /// server), reads the replay after `since`, and hands both to the
+    /// session, which sends the replay and `joined`.
+    func joinRoom(_ room: Room, since: String?, outbox: WebSocketOutbox) async {
+        var join: RoomJoin
+        do {
+            try await hub.join(room: room, sink: outbox)
+            do {
+                if let since {
+                    let replay = try await LiveFeed<WebSocketOutbox>.replay(owner: room.owner, after: since, repository: repository, configuration: configuration)
+                    join = .joined(replay ?? [], reset: replay == nil)
+                } else {
+                    join = .joined([], reset: false)
+                }
+            } catch {
+                logger.error("reading a room's replay failed", metadata: ["room": .string(room.name), "error": .string("\(error)")])
+                join = .failed("the history of \(room.name) is unavailable; join again later")
+            }
+        } catch {
+            logger.error("subscribing to a room failed", metadata: ["room": .string(room.name), "error": .string("\(error)")])
+            join = .failed("\(room.name) cannot be joined now; join again later")
+        }
+        if await !outbox.deliver(join, room: room) {
+            hub.leave(room: room, sink: outbox)
+        }
+    }
+
     /// A WebSocket's feed went live (on its event loop).
     func webSocketOpened(_ feed: LiveFeed<WebSocketOutbox>, expiresAt: Int64) {
         expiry.add(feed.sink, expiresAt: expiresAt)
@@ -328,15 +387,28 @@ public final class Gateway: Sendable {
 
     // MARK: Server-Sent Events
 
-    /// `GET /v1/notifications/stream`: the same events as the WebSocket;
-    /// `id:` is the notification id, so `Last-Event-ID` resumes.
+    /// `GET /v1/notifications/stream?rooms=channel:<id>,global`: the same
+    /// events as the WebSocket, and the rooms'. `id:` is the notification
+    /// id (with rooms, `<user cursor>~<rooms cursor>`), so `Last-Event-ID`
+    /// resumes both.
     private func eventStream(_ request: Request, token: VerifiedToken) async throws -> Response {
         // Browsers send `Last-Event-ID` when an EventSource reconnects.
-        let since = request.headers[.init("Last-Event-ID")!] ?? request.uri.queryParameters["since"].map(String.init)
+        let cursor = request.headers[.init("Last-Event-ID")!] ?? request.uri.queryParameters["since"].map(String.init)
+        var rooms: [Room] = []
+        if let list = request.uri.queryParameters["rooms"], !list.isEmpty {
+            for text in list.split(separator: ",") {
+                if case .room(let room) = try roomName(String(text), user: token.user), !rooms.contains(room) { rooms.append(room) }
+            }
+            guard rooms.count <= configuration.maxRoomsPerConnection else {
+                throw APIError.badRequest("a stream joins at most \(configuration.maxRoomsPerConnection) rooms")
+            }
+        }
+        let start = EventStreamCursor(cursor, withRooms: !rooms.isEmpty)
         let opened: LiveFeed<ClientQueue>
         do {
             opened = try await LiveFeed.open(
-                user: token.user, since: since, sink: ClientQueue(limit: configuration.clientQueueLimit),
+                user: token.user, since: start.user, rooms: rooms, roomsSince: start.rooms,
+                sink: ClientQueue(limit: configuration.clientQueueLimit),
                 hub: hub, repository: repository, configuration: configuration)
         } catch is TooManyConnections {
             throw APIError(.tooManyRequests, code: "too_many_connections", message: "too many connections for this user")
@@ -349,6 +421,7 @@ public final class Gateway: Sendable {
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"],
             body: ResponseBody { [self] writer in
                 var feed = opened
+                var position = start
                 metrics.eventStreams(open.eventStreams.add(1, ordering: .relaxed).newValue)
                 let heartbeats = Task {
                     // Heartbeats keep proxies from closing the stream and
@@ -361,12 +434,12 @@ public final class Gateway: Sendable {
                 do {
                     try await withGracefulShutdownHandler {
                         try await request.body.consumeWithInboundCloseHandler { _ in
-                            for frame in feed.opening { try await writer.write(Self.event(frame)) }
+                            for frame in feed.takeOpening() { try await writer.write(Self.event(frame, id: position.advance(past: frame))) }
                             streaming: while true {
                                 switch await queue.next() {
                                 case .frames(let frames):
-                                    for frame in feed.live(frames) {
-                                        try await writer.write(frame.isEmpty ? ByteBuffer(string: ": ping\n\n") : Self.event(frame))
+                                    for frame in frames where feed.admit(frame) {
+                                        try await writer.write(frame.isEmpty ? ByteBuffer(string: ": ping\n\n") : Self.event(frame, id: position.advance(past: frame)))
                                     }
                                 case .overflow:
                                     try await writer.write(ByteBuffer(string: ": client too slow; reconnect with Last-Event-ID\n\n"))
@@ -395,10 +468,10 @@ public final class Gateway: Sendable {
             })
     }
 
-    /// One SSE event: `id:` for created notifications, then `data:`.
-    static func event(_ frame: [UInt8]) -> ByteBuffer {
+    /// One SSE event: `id:` (for created notifications), then `data:`.
+    static func event(_ frame: [UInt8], id: String?) -> ByteBuffer {
         var buffer = ByteBuffer()
-        if let id = createdNotificationID(frame) {
+        if let id {
             buffer.writeString("id: \(id)\n")
         }
         buffer.writeString("data: ")
@@ -410,6 +483,41 @@ public final class Gateway: Sendable {
     /// Live connections, for the drain at shutdown.
     var openConnections: Int {
         open.webSockets.load(ordering: .relaxed) + open.eventStreams.load(ordering: .relaxed)
+    }
+}
+
+/// What an SSE stream's `Last-Event-ID` resumes from: the last
+/// notification id it sent, or with rooms `<user's>~<rooms'>` (either may
+/// be empty). Only created notifications carry an `id:`.
+struct EventStreamCursor {
+    /// The user's `since`.
+    private(set) var user: String?
+    /// The rooms' `since`.
+    private(set) var rooms: String?
+    let withRooms: Bool
+
+    init(_ text: String?, withRooms: Bool) {
+        self.withRooms = withRooms
+        guard let text, !text.isEmpty else { return }
+        guard let tilde = text.firstIndex(of: "~") else {
+            user = text
+            return
+        }
+        let (user, rooms) = (String(text[..<tilde]), String(text[text.index(after: tilde)...]))
+        self.user = user.isEmpty ? nil : user
+        self.rooms = rooms.isEmpty ? nil : rooms
+    }
+
+    /// Moves past `frame`; the `id:` it carries, if any.
+    mutating func advance(past frame: [UInt8]) -> String? {
+        if let id = createdNotificationID(frame) {
+            user = id
+        } else if frame.starts(with: roomCreatedPrefix), let (_, id) = roomNotificationID(frame) {
+            rooms = id
+        } else {
+            return nil
+        }
+        return withRooms ? (user ?? "") + "~" + (rooms ?? "") : user
     }
 }
 

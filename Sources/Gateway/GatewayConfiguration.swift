@@ -1,3 +1,5 @@
+public import Notifications
+
 /// Everything the gateway needs to know, validated before it starts.
 public struct GatewayConfiguration: Sendable {
     /// Listen address (`HOST`, `PORT`); port 0 picks a free one.
@@ -12,6 +14,12 @@ public struct GatewayConfiguration: Sendable {
     public var allowedOrigins: [String]?
     /// Prefix of the per-user subjects (`USER_SUBJECT_PREFIX`).
     public var userSubjectPrefix: String
+    /// Prefix of the room subjects (`ROOM_SUBJECT_PREFIX`).
+    public var roomSubjectPrefix: String
+    /// The most rooms one connection may join.
+    public var maxRoomsPerConnection: Int
+    /// The subjects the worker publishes on.
+    public var subjects: OutboundSubjects { OutboundSubjects(users: userSubjectPrefix, rooms: roomSubjectPrefix) }
     /// Open WebSocket and SSE connections one user may hold.
     public var maxConnectionsPerUser: Int
     /// Frames a connection may have queued before it is closed as slow
@@ -43,6 +51,8 @@ public struct GatewayConfiguration: Sendable {
         jwtAudience: String? = nil,
         allowedOrigins: [String]? = nil,
         userSubjectPrefix: String = "users",
+        roomSubjectPrefix: String = "rooms",
+        maxRoomsPerConnection: Int = 32,
         maxConnectionsPerUser: Int = 20,
         clientQueueLimit: Int = 4_096,
         maxInboundFrameBytes: Int = 65_536,
@@ -60,6 +70,8 @@ public struct GatewayConfiguration: Sendable {
         self.jwtAudience = jwtAudience
         self.allowedOrigins = allowedOrigins
         self.userSubjectPrefix = userSubjectPrefix
+        self.roomSubjectPrefix = roomSubjectPrefix
+        self.maxRoomsPerConnection = maxRoomsPerConnection
         self.maxConnectionsPerUser = maxConnectionsPerUser
         self.clientQueueLimit = clientQueueLimit
         self.maxInboundFrameBytes = maxInboundFrameBytes

@@ -74,6 +74,36 @@ struct JSONWriterBridge {
         writer.raw("}")
     }
 
+    /// `{"items":[…],"next":…,"room":…}`: a page of a room's history.
+    mutating func roomFeed(_ page: FeedPage, room: Room) {
+        writer.raw("{\"items\":[")
+        for (index, item) in page.items.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.bytes.append(contentsOf: item.json)
+        }
+        writer.raw("],\"next\":")
+        if let next = page.next { writer.string(next) } else { writer.raw("null") }
+        writer.raw(",\"room\":")
+        writer.string(room.name)
+        writer.raw("}")
+    }
+
+    /// `{"type":"joined","room":…}`, with `"reset":true` when the room's
+    /// replay was too long to send (the client reloads the room's history).
+    mutating func joined(_ room: String, reset: Bool = false) {
+        writer.raw("{\"type\":\"joined\",\"room\":")
+        writer.string(room)
+        if reset { writer.raw(",\"reset\":true") }
+        writer.raw("}")
+    }
+
+    /// `{"type":"left","room":…}`
+    mutating func left(_ room: String) {
+        writer.raw("{\"type\":\"left\",\"room\":")
+        writer.string(room)
+        writer.raw("}")
+    }
+
     /// `{"<name>":N}`
     mutating func count(_ name: StaticString, _ value: Int64) {
         writer.raw("{\"")
@@ -151,6 +181,30 @@ let preferencesUpdatedPrefix = Array(#"{"type":"preferences.updated""#.utf8)
 func updatedNotificationID(_ frame: [UInt8]) -> String? {
     notificationID(frame, after: updatedPrefix)
 }
+
+/// The room and notification id of a room's `notification.created` or
+/// `notification.updated` frame (`{"type":…,"room":"<name>","notification":{"id":"…`),
+/// or `nil` for any other frame.
+func roomNotificationID(_ frame: [UInt8]) -> (room: Room, id: String)? {
+    let prefix: [UInt8]
+    if frame.starts(with: roomCreatedPrefix) {
+        prefix = roomCreatedPrefix
+    } else if frame.starts(with: roomUpdatedPrefix) {
+        prefix = roomUpdatedPrefix
+    } else {
+        return nil
+    }
+    // Room names hold no quote or backslash.
+    guard let quote = frame[prefix.count...].firstIndex(of: UInt8(ascii: "\"")),
+          let room = Room(String(decoding: frame[prefix.count..<quote], as: UTF8.self)) else { return nil }
+    let idStart = quote + roomNotificationMarker.count
+    guard frame.count >= idStart + 26, frame[quote..<idStart].elementsEqual(roomNotificationMarker) else { return nil }
+    return (room, String(decoding: frame[idStart..<idStart + 26], as: UTF8.self))
+}
+
+let roomCreatedPrefix = Array(#"{"type":"notification.created","room":""#.utf8)
+private let roomUpdatedPrefix = Array(#"{"type":"notification.updated","room":""#.utf8)
+private let roomNotificationMarker = Array(#"","notification":{"id":""#.utf8)
 
 private let createdPrefix = Array(#"{"type":"notification.created","notification":{"id":""#.utf8)
 private let updatedPrefix = Array(#"{"type":"notification.updated","notification":{"id":""#.utf8)

@@ -145,11 +145,13 @@ struct TooManyConnections: Error {
     let limit: Int
 }
 
-/// The per-user NATS subscriptions of one gateway: one subscription to
-/// `<prefix>.<user>.notifications` per connected user, shared by that
-/// user's connections and dropped with the last one. NATS routes each
-/// user's messages only to the gateways holding that user's connections;
-/// gateways share nothing else.
+/// The per-user and per-room NATS subscriptions of one gateway: one
+/// subscription to `<prefix>.<user>.notifications` per connected user,
+/// shared by that user's connections and dropped with the last one; the
+/// same for each room some connection joined (keyed by ``Room/owner``,
+/// which no user id can be). NATS routes each user's and room's messages
+/// only to the gateways holding connections for it; gateways share
+/// nothing else.
 final class UserHub: Sendable {
     private struct Entry {
         var subscription: NATSHandlerSubscription
@@ -177,12 +179,14 @@ final class UserHub: Sendable {
     private let entries = Mutex<[String: Entry]>([:])
     private let connection: NATSConnection
     private let prefix: String
+    private let roomPrefix: String
     private let maxConnectionsPerUser: Int
     private let metrics: GatewayMetrics
 
-    init(connection: NATSConnection, userSubjectPrefix: String, maxConnectionsPerUser: Int, metrics: GatewayMetrics) {
+    init(connection: NATSConnection, subjects: OutboundSubjects, maxConnectionsPerUser: Int, metrics: GatewayMetrics) {
         self.connection = connection
-        self.prefix = userSubjectPrefix
+        self.prefix = subjects.users
+        self.roomPrefix = subjects.rooms
         self.maxConnectionsPerUser = maxConnectionsPerUser
         self.metrics = metrics
     }
@@ -193,7 +197,24 @@ final class UserHub: Sendable {
     /// no gap. The user id must already be validated (it becomes a subject
     /// token).
     func attach(user: String, sink: any LiveSink) async throws {
-        try register(user: user, sink: sink)
+        precondition(EventValidator.isValidUserID(user), "user ids are validated before they reach the hub")
+        try register(key: user, subject: OutboundMessage.userSubject(user, prefix: prefix), sink: sink, limit: maxConnectionsPerUser)
+        await confirmSubscriptions()
+    }
+
+    /// Starts delivering `room`'s messages to `sink`, and returns once the
+    /// server has the subscription, as ``attach(user:sink:)`` does.
+    func join(room: Room, sink: any LiveSink) async throws {
+        try register(key: room.owner, subject: room.subject(prefix: roomPrefix), sink: sink, limit: nil)
+        await confirmSubscriptions()
+    }
+
+    /// Stops delivering `room`'s messages to `sink`.
+    func leave(room: Room, sink: any LiveSink) {
+        detach(key: room.owner, sink: sink)
+    }
+
+    private func confirmSubscriptions() async {
         do {
             try await connection.flush(timeout: .seconds(2))
         } catch {
@@ -202,25 +223,27 @@ final class UserHub: Sendable {
         }
     }
 
-    private func register(user: String, sink: any LiveSink) throws {
-        precondition(EventValidator.isValidUserID(user), "user ids are validated before they reach the hub")
+    private func register(key: String, subject: String, sink: any LiveSink, limit: Int?) throws {
         try entries.withLock { (entries) throws in
-            if var entry = entries[user] {
-                guard entry.clients.count < maxConnectionsPerUser else { throw TooManyConnections(limit: maxConnectionsPerUser) }
+            if var entry = entries[key] {
+                if let limit, entry.clients.count >= limit { throw TooManyConnections(limit: limit) }
                 entry.clients[ObjectIdentifier(sink)] = sink
-                entries[user] = entry
+                entries[key] = entry
                 return
             }
-            let subject = OutboundMessage.userSubject(user, prefix: prefix)
             let subscription = try connection.subscribe(subject) { [weak self] message in
-                self?.deliver(message.payload, to: user)
+                self?.deliver(message.payload, to: key)
             }
-            entries[user] = Entry(subscription: subscription, clients: [ObjectIdentifier(sink): sink])
+            entries[key] = Entry(subscription: subscription, clients: [ObjectIdentifier(sink): sink])
         }
     }
 
     /// Stops delivering to `sink`; the last one of a user ends the subscription.
     func detach(user: String, sink: any LiveSink) {
+        detach(key: user, sink: sink)
+    }
+
+    private func detach(key user: String, sink: any LiveSink) {
         let finished = entries.withLock { entries -> NATSHandlerSubscription? in
             guard var entry = entries[user] else { return nil }
             entry.clients[ObjectIdentifier(sink)] = nil
@@ -236,10 +259,12 @@ final class UserHub: Sendable {
     }
 
     /// Called on nats.c's thread: hand the frame to every connection of the
-    /// user, unless it repeats one delivered lately, or it is a new
-    /// notification during the user's quiet hours (held for the summary).
+    /// user (or room), unless it repeats one delivered lately, or it is a
+    /// new notification during the user's quiet hours (held for the
+    /// summary; a room's frames are never held).
     private func deliver(_ frame: [UInt8], to user: String) {
-        let key = repeatKey(frame)
+        // A room's frames repeat byte for byte (an outbox published again).
+        let key = user.hasPrefix("@") ? String(decoding: frame, as: UTF8.self) : repeatKey(frame)
         if frame.starts(with: preferencesUpdatedPrefix) {
             // Another tab (or gateway) changed them: follow at once.
             if case .object(let object)? = try? JSONParser.parse(frame), case .object(let fields)? = object["preferences"],
@@ -319,16 +344,22 @@ final class UserHub: Sendable {
         }
     }
 
-    /// Users and connections currently attached.
+    /// Users and connections currently attached (rooms not counted).
     var counts: (users: Int, connections: Int) {
-        entries.withLock { entries in (entries.count, entries.values.reduce(0) { $0 + $1.clients.count }) }
+        entries.withLock { entries in
+            entries.reduce(into: (0, 0)) { counts, entry in
+                guard !entry.key.hasPrefix("@") else { return }
+                counts.0 += 1
+                counts.1 += entry.value.clients.count
+            }
+        }
     }
 
     /// Asks every connection to resume (``CloseReason/resume``): after a
     /// NATS reconnect, frames published while the gateway was away are in
     /// the store only. Each connection detaches itself as it closes.
     func resumeAll() -> Int {
-        let sinks = entries.withLock { entries in entries.values.flatMap { $0.clients.values } }
+        let sinks = entries.withLock { entries in entries.filter { !$0.key.hasPrefix("@") }.values.flatMap { $0.clients.values } }
         for sink in sinks { sink.close(.resume) }
         return sinks.count
     }

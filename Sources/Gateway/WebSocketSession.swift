@@ -94,6 +94,17 @@ final class WebSocketOutbox: LiveSink {
         self.session.value = session
     }
 
+    /// Hands a room's join to the session. `false` when the session did
+    /// not keep it (the connection is gone, the client left the room
+    /// meanwhile, or the join failed): the caller leaves the room at the hub.
+    func deliver(_ join: RoomJoin, room: Room) async -> Bool {
+        let session = self.session
+        let kept = try? await eventLoop.submit { () -> Bool in
+            session.value?.joinFinished(room, join) ?? false
+        }.get()
+        return kept ?? false
+    }
+
     /// Hands the opened feed, or why it could not open, to the session.
     /// `false` when the connection is already gone: the caller then
     /// detaches the feed itself.
@@ -106,6 +117,14 @@ final class WebSocketOutbox: LiveSink {
         }.get()
         return delivered ?? false
     }
+}
+
+/// How joining a room ended.
+enum RoomJoin: Sendable {
+    /// Subscribed; the replay after the join's `since` (empty without
+    /// one), or `reset` when it was too long to send.
+    case joined([NotificationRecord], reset: Bool)
+    case failed(String)
 }
 
 /// How opening a WebSocket's feed ended.
@@ -162,6 +181,8 @@ final class WebSocketSession: ChannelInboundHandler {
     private var messageBytes: Int?
     /// The text of the fragmented text message being received, if any.
     private var messageText: [UInt8]?
+    /// Joins and leaves sent before the feed opened, taken once it has.
+    private var early: [ClientFrame] = []
 
     private init(outbox: WebSocketOutbox, gateway: Gateway, user: String, expiresAt: Int64) {
         self.outbox = outbox
@@ -218,6 +239,9 @@ final class WebSocketSession: ChannelInboundHandler {
             gateway.metrics.delivered(frames.count)
             if !context.channel.isWritable { paused = true }
             drain()
+            let early = self.early
+            self.early = []
+            for frame in early { roomFrame(frame, context: context) }
         }
     }
 
@@ -372,13 +396,82 @@ final class WebSocketSession: ChannelInboundHandler {
         switch ClientFrame.parse(text) {
         case .success(.receipt(let kind, let ids)):
             gateway.receipts.add(ids.map { Receipt(owner: user, id: $0, kind: kind) })
+        case .success(let frame):
+            guard feed != nil else {
+                // Sent before `hello`: taken once the feed is open.
+                if early.count < 2 * gateway.configuration.maxRoomsPerConnection { early.append(frame) }
+                return
+            }
+            roomFrame(frame, context: context)
         case .failure(let error):
-            // Not before `hello`, which is always the first frame; and not
-            // to a client that does not read (its errors would pile up here).
-            guard phase == .live, !paused, context.channel.isWritable else { return }
-            var json = JSONWriterBridge()
-            json.clientError(error.message)
-            write([json.bytes], context: context)
+            sendError(error.message, context: context)
+        }
+    }
+
+    /// An `error` frame; not before `hello`, which is always the first
+    /// frame, and not to a client that does not read (its errors would
+    /// pile up here).
+    private func sendError(_ message: String, context: ChannelHandlerContext) {
+        guard phase == .live, !paused, context.channel.isWritable else { return }
+        var json = JSONWriterBridge()
+        json.clientError(message)
+        write([json.bytes], context: context)
+    }
+
+    /// `join` and `leave`: a broadcast room is joined through the hub
+    /// (subscribe, then replay after `since`); `user:<id>` is the user's
+    /// own feed, which this connection carries already, and nobody else's.
+    private func roomFrame(_ frame: ClientFrame, context: ChannelHandlerContext) {
+        guard phase == .live, var feed else { return }
+        var reply = JSONWriterBridge()
+        switch frame {
+        case .receipt:
+            return
+        case .join(.user(let id), _), .leave(.user(let id)):
+            guard id == user else { return sendError("user rooms are private: user:\(id) is not yours", context: context) }
+            if case .join = frame { reply.joined("user:" + id) } else { reply.left("user:" + id) }
+        case .join(.room(let room), let since):
+            if feed.isIn(room) {
+                reply.joined(room.name)
+            } else {
+                guard feed.roomCount < gateway.configuration.maxRoomsPerConnection else {
+                    return sendError("a connection joins at most \(gateway.configuration.maxRoomsPerConnection) rooms; leave one first", context: context)
+                }
+                feed.beginJoining(room)
+                self.feed = feed
+                let (gateway, outbox) = (self.gateway, self.outbox)
+                Task { await gateway.joinRoom(room, since: since, outbox: outbox) }
+                return
+            }
+        case .leave(.room(let room)):
+            feed.leave(room, hub: gateway.hub)
+            self.feed = feed
+            reply.left(room.name)
+        }
+        write([reply.bytes], context: context)
+    }
+
+    /// A room's join ended (on the event loop): the replay and `joined`,
+    /// or an error. `false` when the join is not kept.
+    func joinFinished(_ room: Room, _ join: RoomJoin) -> Bool {
+        guard phase == .live, let context, var feed else { return false }
+        switch join {
+        case .failed(let message):
+            feed.cancelJoining(room)
+            self.feed = feed
+            sendError(message, context: context)
+            return false
+        case .joined(let replay, let reset):
+            guard let frames = feed.finishJoining(room, replay: replay, subjects: gateway.configuration.subjects) else {
+                self.feed = feed
+                return false
+            }
+            self.feed = feed
+            var joined = JSONWriterBridge()
+            joined.joined(room.name, reset: reset)
+            write(frames + [joined.bytes], context: context)
+            gateway.metrics.delivered(frames.count)
+            return true
         }
     }
 

@@ -74,15 +74,93 @@ public struct EventSubjects: Sendable, Hashable {
     /// The kind of an event published on `subject`, or `nil` when the
     /// subject is not in the table.
     public func kind(of subject: String) -> EventKind? {
-        if prefix.isEmpty { return EventKind.named(subject) }
-        guard subject.utf8.count > prefix.utf8.count + 1, subject.hasPrefix(prefix) else { return nil }
-        let rest = subject.utf8.dropFirst(prefix.utf8.count)
-        guard rest.first == UInt8(ascii: ".") else { return nil }
-        return EventKind.named(String(decoding: rest.dropFirst(), as: UTF8.self))
+        route(of: subject)?.kind
     }
 
-    /// The full subject of `kind`.
-    public func subject(for kind: EventKind) -> String {
-        prefix.isEmpty ? kind.name : prefix + "." + kind.name
+    /// The kind of an event published on `subject` and, for
+    /// `<prefix>.channel.<id>.<kind>` and `<prefix>.global.<kind>`, the
+    /// room it is for; `nil` when the subject is not in the table.
+    public func route(of subject: String) -> (kind: EventKind, room: Room?)? {
+        let rest: Substring
+        if prefix.isEmpty {
+            rest = Substring(subject)
+        } else {
+            guard subject.utf8.count > prefix.utf8.count + 1, subject.hasPrefix(prefix) else { return nil }
+            let tail = subject.dropFirst(prefix.count)
+            guard tail.first == "." else { return nil }
+            rest = tail.dropFirst()
+        }
+        if let kind = EventKind.named(String(rest)) { return (kind, nil) }
+        if rest.hasPrefix("global.") {
+            return EventKind.named(String(rest.dropFirst(7))).map { ($0, .global) }
+        }
+        if rest.hasPrefix("channel."), let dot = rest.dropFirst(8).firstIndex(of: ".") {
+            guard let room = Room.channel(String(rest[rest.index(rest.startIndex, offsetBy: 8)..<dot])),
+                  let kind = EventKind.named(String(rest[rest.index(after: dot)...])) else { return nil }
+            return (kind, room)
+        }
+        return nil
     }
+
+    /// The full subject of `kind`, for `room` when given.
+    public func subject(for kind: EventKind, room: Room? = nil) -> String {
+        var name = kind.name
+        if let room {
+            name = (room == .global ? "global." : "channel." + room.name.dropFirst(8) + ".") + name
+        }
+        return prefix.isEmpty ? name : prefix + "." + name
+    }
+}
+
+/// A broadcast room (CONTRACT-EXTENSIONS): `channel:<id>` for one
+/// channel's audience, or `global` for everyone. A room's notifications
+/// are stored once, in the room's own feed, and delivered to the clients
+/// that joined it.
+public struct Room: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// `channel:<id>` or `global`.
+    public let name: String
+
+    /// Everyone's room.
+    public static let global = Room(name: "global")
+
+    /// The room of channel `id`; `nil` unless `id` is 1–128 characters of
+    /// `[A-Za-z0-9_-]` (it becomes a subject token).
+    public static func channel(_ id: String) -> Room? {
+        EventValidator.isValidUserID(id) ? Room(name: "channel:" + id) : nil
+    }
+
+    private init(name: String) {
+        self.name = name
+    }
+
+    /// `channel:<id>` or `global`; `nil` for anything else.
+    public init?(_ text: some StringProtocol) {
+        if text == "global" {
+            self = .global
+        } else if text.hasPrefix("channel:"), let room = Room.channel(String(text.dropFirst(8))) {
+            self = room
+        } else {
+            return nil
+        }
+    }
+
+    /// The owner its notifications are stored under: `@<name>`, which no
+    /// user id can be.
+    public var owner: String { "@" + name }
+
+    /// The room whose storage owner is `owner`, if it is one.
+    public init?(owner: String) {
+        guard owner.hasPrefix("@") else { return nil }
+        self.init(owner.dropFirst())
+    }
+
+    /// `<prefix>.channel.<id>.notifications` or `<prefix>.global.notifications`.
+    public func subject(prefix: String) -> String {
+        let tokens = name.hasPrefix("channel:") ? "channel." + name.dropFirst(8) : name
+        return prefix + "." + tokens + ".notifications"
+    }
+
+    public var description: String { name }
+
+    public static func < (lhs: Room, rhs: Room) -> Bool { lhs.name < rhs.name }
 }

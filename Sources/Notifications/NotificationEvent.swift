@@ -4,7 +4,8 @@ import JSON
 /// An inbound event that passed every rule of CONTRACT §1.
 public struct NotificationEvent: Sendable, Hashable {
     public let kind: EventKind
-    /// Who is notified.
+    /// Who is notified: a user id, or a room's storage owner
+    /// (``Room/owner``, `@<room>`) for a room event.
     public let owner: String
     /// Who acted.
     public let triggerUser: String
@@ -40,6 +41,9 @@ public struct NotificationEvent: Sendable, Hashable {
 
     /// Nobody is notified of their own action.
     public var isSelfNotification: Bool { owner.utf8.elementsEqual(triggerUser.utf8) }
+
+    /// The room this event is for, when it came on a room subject.
+    public var room: Room? { Room(owner: owner) }
 }
 
 /// Why an event was rejected: the reason code of CONTRACT §1/§4.
@@ -102,7 +106,7 @@ public struct EventValidator: Sendable {
     }
 
     private func decode(subject: String, body: [UInt8], now: Int64) throws(EventRejection) -> NotificationEvent {
-        guard let kind = subjects.kind(of: subject) else {
+        guard let (kind, room) = subjects.route(of: subject) else {
             throw EventRejection(.unknownSubject, "subject \(subject) is not one of the event subjects")
         }
         guard body.count <= Self.maxBodyBytes else {
@@ -121,14 +125,23 @@ public struct EventValidator: Sendable {
             throw EventRejection(.invalidJSON, "body is a JSON \(document.typeName), not an object")
         }
 
-        for name in Self.required {
+        for name in Self.required where room == nil || name != "owner" {
             switch object[name] {
             case nil, .null?: throw EventRejection(.missingField, "\(name) is required")
             default: continue
             }
         }
         let fields = Fields(object: object)
-        let owner = try fields.userID("owner")
+        let owner: String
+        if let room {
+            // The room is the audience; an owner would say otherwise.
+            guard object["owner"] == nil || object["owner"] == .null else {
+                throw fields.invalid("owner", "must be absent on a room event (\(room)): the room is the audience")
+            }
+            owner = room.owner
+        } else {
+            owner = try fields.userID("owner")
+        }
         let triggerUser = try fields.userID("trigger_user")
         let action = try fields.integer("action")
         let resourceType = try fields.string("resource_type")

@@ -139,11 +139,20 @@ public struct NotificationRecord: Sendable, Hashable {
         }
     }
 
+    /// The room this notification was broadcast to, if any.
+    public var room: Room? { Room(owner: owner) }
+
     /// The record as a JSON object.
     func write(to json: inout JSONWriter) {
         json.raw("{")
         json.key("id"); json.string(id)
-        json.raw(","); json.key("owner"); json.string(owner)
+        if let room {
+            // A room's notification: `owner` names the room as well.
+            json.raw(","); json.key("owner"); json.string(room.name)
+            json.raw(","); json.key("room"); json.string(room.name)
+        } else {
+            json.raw(","); json.key("owner"); json.string(owner)
+        }
         json.raw(","); json.key("trigger_user"); json.string(triggerUser)
         if let username { json.raw(","); json.key("username"); json.string(username) }
         if let userPicture { json.raw(","); json.key("user_picture"); json.string(userPicture) }
@@ -183,7 +192,30 @@ public struct NotificationRecord: Sendable, Hashable {
     }
 }
 
-/// A message for one user's subject (CONTRACT §3).
+/// The subjects the worker publishes changes on: a user's
+/// (`USER_SUBJECT_PREFIX`, CONTRACT §3) and a room's (`ROOM_SUBJECT_PREFIX`).
+public struct OutboundSubjects: Sendable, Hashable {
+    /// `<users>.<user>.notifications`
+    public var users: String
+    /// `<rooms>.channel.<id>.notifications`, `<rooms>.global.notifications`
+    public var rooms: String
+
+    public init(users: String = "users", rooms: String = "rooms") {
+        self.users = users
+        self.rooms = rooms
+    }
+
+    /// The subject of a notification owner: a user, or a room's storage
+    /// owner (``Room/owner``).
+    public func subject(owner: String) -> String {
+        if let room = Room(owner: owner) { return room.subject(prefix: rooms) }
+        return OutboundMessage.userSubject(owner, prefix: users)
+    }
+}
+
+/// A message for one user's (or room's) subject (CONTRACT §3). A room's
+/// messages name the room right after their type:
+/// `{"type":"notification.created","room":"global","notification":{…}}`.
 public struct OutboundMessage: Sendable, Hashable {
     public let subject: String
     public let body: [UInt8]
@@ -194,36 +226,50 @@ public struct OutboundMessage: Sendable, Hashable {
     }
 
     /// `{"type":"notification.created","notification":{…}}`
-    public static func created(_ record: NotificationRecord, prefix: String) -> OutboundMessage {
+    public static func created(_ record: NotificationRecord, subjects: OutboundSubjects) -> OutboundMessage {
         var json = JSONWriter()
-        json.raw("{\"type\":\"notification.created\",\"notification\":")
+        json.raw("{\"type\":\"notification.created\",")
+        roomField(owner: record.owner, &json)
+        json.raw("\"notification\":")
         record.write(to: &json)
         json.raw("}")
-        return OutboundMessage(subject: userSubject(record.owner, prefix: prefix), body: json.bytes)
+        return OutboundMessage(subject: subjects.subject(owner: record.owner), body: json.bytes)
     }
 
     /// `{"type":"notification.updated","notification":{…},"replaces":"…"}`:
     /// an aggregated notification changed. `replaces` (when its id changed,
     /// because an actor joined and it moved to the top) is the id it had.
-    public static func updated(_ record: NotificationRecord, replaces: String?, prefix: String) -> OutboundMessage {
+    public static func updated(_ record: NotificationRecord, replaces: String?, subjects: OutboundSubjects) -> OutboundMessage {
         var json = JSONWriter()
-        json.raw("{\"type\":\"notification.updated\",\"notification\":")
+        json.raw("{\"type\":\"notification.updated\",")
+        roomField(owner: record.owner, &json)
+        json.raw("\"notification\":")
         record.write(to: &json)
         if let replaces {
             json.raw(",\"replaces\":")
             json.string(replaces)
         }
         json.raw("}")
-        return OutboundMessage(subject: userSubject(record.owner, prefix: prefix), body: json.bytes)
+        return OutboundMessage(subject: subjects.subject(owner: record.owner), body: json.bytes)
     }
 
     /// `{"type":"notification.deleted","id":"…"}`
-    public static func deleted(id: String, owner: String, prefix: String) -> OutboundMessage {
+    public static func deleted(id: String, owner: String, subjects: OutboundSubjects) -> OutboundMessage {
         var json = JSONWriter(capacity: 80)
-        json.raw("{\"type\":\"notification.deleted\",\"id\":")
+        json.raw("{\"type\":\"notification.deleted\",")
+        roomField(owner: owner, &json)
+        json.raw("\"id\":")
         json.string(id)
         json.raw("}")
-        return OutboundMessage(subject: userSubject(owner, prefix: prefix), body: json.bytes)
+        return OutboundMessage(subject: subjects.subject(owner: owner), body: json.bytes)
+    }
+
+    /// `"room":"<name>",` for a room's message.
+    private static func roomField(owner: String, _ json: inout JSONWriter) {
+        guard let room = Room(owner: owner) else { return }
+        json.raw("\"room\":")
+        json.string(room.name)
+        json.raw(",")
     }
 
     /// `{"type":"notification.read","ids":[…]}`

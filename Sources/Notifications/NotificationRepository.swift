@@ -225,8 +225,9 @@ public struct FeedPage: Sendable {
 public struct NotificationRepository: Sendable {
     public let store: any KeyValueStore
     public let ids: NotificationIDGenerator
-    /// Prefix of the per-user subjects (`USER_SUBJECT_PREFIX`).
-    public let userSubjectPrefix: String
+    /// The per-user and per-room subjects (`USER_SUBJECT_PREFIX`,
+    /// `ROOM_SUBJECT_PREFIX`).
+    public let subjects: OutboundSubjects
     /// How long a repeated `event_id` (or delivery) has no effect.
     public let idempotencyRetention: Duration
     /// How long a notification is kept (`NOTIF_TTL_DAYS`); `nil` keeps it
@@ -256,7 +257,7 @@ public struct NotificationRepository: Sendable {
     /// - Parameter clockMilliseconds: the current Unix time in milliseconds.
     public init(
         store: any KeyValueStore,
-        userSubjectPrefix: String = "users",
+        subjects: OutboundSubjects = OutboundSubjects(),
         idempotencyRetention: Duration = .seconds(8 * 86_400),
         retention: Duration? = .seconds(90 * 86_400),
         readRetention: Duration? = nil,
@@ -265,7 +266,7 @@ public struct NotificationRepository: Sendable {
         clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
     ) {
         self.store = store
-        self.userSubjectPrefix = userSubjectPrefix
+        self.subjects = subjects
         self.idempotencyRetention = idempotencyRetention
         self.retention = retention
         self.readRetention = readRetention
@@ -578,7 +579,7 @@ public struct NotificationRepository: Sendable {
                         if let notificationExpiry { headAttributes[Self.expiryAttribute] = notificationExpiry }
                         plan.set(head, Item(key: head, attributes: headAttributes))
                         put(record, expiry: notificationExpiry, in: &plan)
-                        messages.append(.updated(record, replaces: folded.id, prefix: userSubjectPrefix))
+                        messages.append(.updated(record, replaces: folded.id, subjects: subjects))
                         references.append(OutboxReference(kind: .updated, owner: event.owner, id: id, replaces: folded.id))
                         outcomes.append(.aggregated(id: id, replaces: folded.id))
                     } else {
@@ -592,7 +593,7 @@ public struct NotificationRepository: Sendable {
                         ]))
                         put(record, expiry: notificationExpiry, in: &plan)
                         plan.addUnread(event.owner, 1)
-                        messages.append(.created(record, prefix: userSubjectPrefix))
+                        messages.append(.created(record, subjects: subjects))
                         references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                         outcomes.append(.created(id: id))
                     }
@@ -611,7 +612,7 @@ public struct NotificationRepository: Sendable {
                     put(record, expiry: notificationExpiry, in: &plan)
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                     plan.addUnread(event.owner, 1)
-                    messages.append(.created(record, prefix: userSubjectPrefix))
+                    messages.append(.created(record, subjects: subjects))
                     references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                     outcomes.append(.created(id: id))
                 }
@@ -628,7 +629,7 @@ public struct NotificationRepository: Sendable {
                         plan.set(key, nil)
                     }
                     plan.set(pointer, tombstone)
-                    messages.append(.deleted(id: id, owner: event.owner, prefix: userSubjectPrefix))
+                    messages.append(.deleted(id: id, owner: event.owner, subjects: subjects))
                     references.append(OutboxReference(kind: .deleted, owner: event.owner, id: id))
                     outcomes.append(.retracted(id: id))
                 } else if let (group, (key, record)) = liveGroup,
@@ -638,11 +639,11 @@ public struct NotificationRepository: Sendable {
                     plan.set(pointer, tombstone)
                     switch change {
                     case .deleted:
-                        messages.append(.deleted(id: record.id, owner: event.owner, prefix: userSubjectPrefix))
+                        messages.append(.deleted(id: record.id, owner: event.owner, subjects: subjects))
                         references.append(OutboxReference(kind: .deleted, owner: event.owner, id: record.id))
                         outcomes.append(.retracted(id: record.id))
                     case .updated(let updated):
-                        messages.append(.updated(updated, replaces: nil, prefix: userSubjectPrefix))
+                        messages.append(.updated(updated, replaces: nil, subjects: subjects))
                         references.append(OutboxReference(kind: .updated, owner: event.owner, id: record.id))
                         outcomes.append(.actorRemoved(id: record.id))
                     case .needsMembers(let head):
@@ -738,7 +739,7 @@ public struct NotificationRepository: Sendable {
             if let expiry { set[Self.expiryAttribute] = expiry }
             actions.append(.update(pointerKey, Update(set: set, remove: ["scheduled"]), condition: .equals("scheduled", .string(item.key.sort))))
             unread[record.owner, default: 0] += 1
-            messages.append(.created(record, prefix: userSubjectPrefix))
+            messages.append(.created(record, subjects: subjects))
             references.append(OutboxReference(kind: .created, owner: record.owner, id: record.id))
             priorities.append(record.priority)
         }
@@ -928,20 +929,20 @@ public struct NotificationRepository: Sendable {
             let messages = references.compactMap { reference -> OutboundMessage? in
                 switch reference.kind {
                 case .deleted:
-                    return .deleted(id: reference.id, owner: reference.owner, prefix: userSubjectPrefix)
+                    return .deleted(id: reference.id, owner: reference.owner, subjects: subjects)
                 case .created:
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
                           let record = NotificationRecord(attributes: item.attributes) else { return nil }
-                    return .created(record, prefix: userSubjectPrefix)
+                    return .created(record, subjects: subjects)
                 case .updated:
                     let replaces = reference.replaces.isEmpty ? nil : reference.replaces
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
                           let record = NotificationRecord(attributes: item.attributes) else {
                         // Folded again or emptied since: a later message
                         // carries the group; the id clients hold goes.
-                        return replaces.map { .deleted(id: $0, owner: reference.owner, prefix: userSubjectPrefix) }
+                        return replaces.map { .deleted(id: $0, owner: reference.owner, subjects: subjects) }
                     }
-                    return .updated(record, replaces: replaces, prefix: userSubjectPrefix)
+                    return .updated(record, replaces: replaces, subjects: subjects)
                 }
             }
             return OutboxBatch(id: id, messages: messages)

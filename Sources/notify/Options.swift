@@ -14,6 +14,9 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("user-subject-prefix"), help: "Prefix of per-user subjects <prefix>.<owner>.notifications. [env: USER_SUBJECT_PREFIX, default: users]")
     var userSubjectPrefix: String?
 
+    @Option(name: .customLong("room-subject-prefix"), help: "Prefix of room subjects <prefix>.channel.<id>.notifications and <prefix>.global.notifications. [env: ROOM_SUBJECT_PREFIX, default: rooms]")
+    var roomSubjectPrefix: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error. [env: LOG_LEVEL, default: info]")
     var logLevel: String?
 
@@ -68,6 +71,9 @@ struct GatewayOptions: ParsableArguments {
 
     @Option(name: .customLong("max-connections-per-user"), help: "Open WebSockets and SSE streams per user. [env: MAX_CONNECTIONS_PER_USER, default: 20]")
     var maxConnectionsPerUser: Int?
+
+    @Option(name: .customLong("max-rooms-per-connection"), help: "Channel and global rooms one WebSocket or SSE stream may join. [env: MAX_ROOMS_PER_CONNECTION, default: 32]")
+    var maxRoomsPerConnection: Int?
 }
 
 /// Flags of the worker.

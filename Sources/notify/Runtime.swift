@@ -38,7 +38,7 @@ struct Runtime {
         }
         let (store, database) = await openStore(settings, logger: logger)
         let repository = NotificationRepository(
-            store: store, userSubjectPrefix: common.userSubjectPrefix, retention: settings.retention,
+            store: store, subjects: common.subjects, retention: settings.retention,
             readRetention: settings.readRetention, aggregateWindow: settings.aggregateWindow)
         return Runtime(common: common, connection: connection, database: database, repository: repository, metrics: metrics, logger: logger)
     }

@@ -107,7 +107,10 @@ struct CommonSettings {
     var natsCredentialsFile: String?
     var subject: String
     var userSubjectPrefix: String
+    var roomSubjectPrefix: String
     var logLevel: String
+    /// Where the worker publishes changes and the gateway listens.
+    var subjects: OutboundSubjects { OutboundSubjects(users: userSubjectPrefix, rooms: roomSubjectPrefix) }
     var production: Bool
 
     init(_ reader: SettingsReader, flags: CommonOptions) throws {
@@ -131,6 +134,13 @@ struct CommonSettings {
         userSubjectPrefix = reader.string("USER_SUBJECT_PREFIX", flag: flags.userSubjectPrefix, default: "users")
         guard Self.isValidSubject(userSubjectPrefix, wildcards: false) else {
             throw SettingsError(message: "USER_SUBJECT_PREFIX: '\(userSubjectPrefix)' is not a valid subject prefix (no wildcards or spaces)")
+        }
+        roomSubjectPrefix = reader.string("ROOM_SUBJECT_PREFIX", flag: flags.roomSubjectPrefix, default: "rooms")
+        guard Self.isValidSubject(roomSubjectPrefix, wildcards: false) else {
+            throw SettingsError(message: "ROOM_SUBJECT_PREFIX: '\(roomSubjectPrefix)' is not a valid subject prefix (no wildcards or spaces)")
+        }
+        guard roomSubjectPrefix != userSubjectPrefix else {
+            throw SettingsError(message: "ROOM_SUBJECT_PREFIX must differ from USER_SUBJECT_PREFIX ('\(userSubjectPrefix)'): a room named global would look like a user")
         }
         logLevel = reader.string("LOG_LEVEL", flag: flags.logLevel, default: "info").lowercased()
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
@@ -361,10 +371,12 @@ struct GatewaySettings {
             throw SettingsError(message: "ALLOWED_ORIGINS is required in production: the origins of your web app, e.g. https://app.example.com")
         }
         let maxConnections = try reader.integer("MAX_CONNECTIONS_PER_USER", flag: flags.maxConnectionsPerUser, default: 20, range: 1...10_000)
+        let maxRooms = try reader.integer("MAX_ROOMS_PER_CONNECTION", flag: flags.maxRoomsPerConnection, default: 32, range: 1...1_000)
         gateway = GatewayConfiguration(
             host: host, port: port, jwtSecret: secret,
             jwtIssuer: reader.raw("JWT_ISSUER", flag: flags.jwtIssuer), jwtAudience: reader.raw("JWT_AUDIENCE", flag: flags.jwtAudience),
-            allowedOrigins: origins, userSubjectPrefix: common.userSubjectPrefix, maxConnectionsPerUser: maxConnections,
+            allowedOrigins: origins, userSubjectPrefix: common.userSubjectPrefix, roomSubjectPrefix: common.roomSubjectPrefix,
+            maxRoomsPerConnection: maxRooms, maxConnectionsPerUser: maxConnections,
             production: common.production, version: notifyVersion,
             consumer: consumer)
     }

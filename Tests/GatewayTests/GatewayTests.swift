@@ -377,11 +377,11 @@ struct GatewayTests {
             #expect(await eventually { (try? await states()) == ["delivered", "seen"] })
 
             // A frame the gateway cannot take is answered, and the connection stays.
-            client.send(#"{"type":"join","room":"x"}"#)
+            client.send(#"{"type":"subscribe","room":"x"}"#)
             client.send("not json")
             let errors = await client.wait(for: 5).filter { $0["type"] as? String == "error" }
             #expect(errors.count == 2)
-            #expect((errors.first?["message"] as? String)?.contains("unknown frame type 'join'") == true)
+            #expect((errors.first?["message"] as? String)?.contains("unknown frame type 'subscribe'") == true)
 
             // Without a WebSocket (SSE), receipts are posted.
             let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]

@@ -260,4 +260,29 @@ struct EventValidatorTests {
         let event = try Self.validate(Self.body(["owner": Self.s("same"), "trigger_user": Self.s("same")])).get()
         #expect(event.isSelfNotification)
     }
+
+    @Test func roomSubjectsNameTheRoomAndTheEventHasNoOwner() throws {
+        let channel = try Self.validate(Self.body(dropping: ["owner"]), subject: "notifications.channel.live-1.post.like").get()
+        #expect(channel.room == Room.channel("live-1"))
+        #expect(channel.owner == "@channel:live-1")
+        #expect(channel.kind.name == "post.like")
+        #expect(!channel.isSelfNotification)
+        let global = try Self.validate(Self.body(["action": "5", "resource_type": Self.s("USER")], dropping: ["owner"]), subject: "notifications.global.user.follow").get()
+        #expect(global.room == .global)
+        #expect(global.kind.name == "user.follow")
+        // A room event with an owner is ambiguous.
+        #expect(Self.reason(Self.body(), subject: "notifications.global.post.like") == .invalidField)
+        #expect(Self.reason(Self.body(["owner": nil]), subject: "notifications.global.post.like") == nil)
+        for subject in ["notifications.channel.post.like", "notifications.channel.a.b.post.like", "notifications.channel..post.like",
+                        "notifications.global.post", "notifications.global", "notifications.channel.x.post.share"] {
+            #expect(Self.reason(Self.body(dropping: ["owner"]), subject: subject) == .unknownSubject, "\(subject)")
+        }
+        let subjects = EventSubjects(filter: "notifications.>")
+        #expect(subjects.subject(for: channel.kind, room: channel.room) == "notifications.channel.live-1.post.like")
+        #expect(Room.channel("live-1")?.subject(prefix: "rooms") == "rooms.channel.live-1.notifications")
+        #expect(Room.global.subject(prefix: "rooms") == "rooms.global.notifications")
+        #expect(Room("global") == .global && Room("channel:") == nil && Room("user:ana") == nil)
+        #expect(OutboundSubjects().subject(owner: "@global") == "rooms.global.notifications")
+        #expect(OutboundSubjects().subject(owner: "global") == "users.global.notifications")
+    }
 }

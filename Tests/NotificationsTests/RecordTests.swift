@@ -34,7 +34,7 @@ struct RecordTests {
         let body = EventValidatorTests.body(["username": EventValidatorTests.s("Zoë \"Z\""), "excerpt": EventValidatorTests.s("line\nbreak")])
         let event = try EventValidatorTests.validate(body).get()
         let record = NotificationRecord(event: event, id: "01KBZQ1VZ2X3Y4Z5A6B7C8D9E0", receivedAt: 1_765_318_000_123)
-        let message = OutboundMessage.created(record, prefix: "users")
+        let message = OutboundMessage.created(record, subjects: OutboundSubjects())
         #expect(message.subject == "users.user-123.notifications")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(message.body)) as? [String: Any])
         #expect(object["type"] as? String == "notification.created")
@@ -63,7 +63,7 @@ struct RecordTests {
     }
 
     @Test func deletedAndReadBodies() throws {
-        let deleted = OutboundMessage.deleted(id: "X1", owner: "ana", prefix: "users")
+        let deleted = OutboundMessage.deleted(id: "X1", owner: "ana", subjects: OutboundSubjects())
         #expect(String(decoding: deleted.body, as: UTF8.self) == #"{"type":"notification.deleted","id":"X1"}"#)
         let read = OutboundMessage.read(ids: ["A", "B"], owner: "ana", prefix: "p")
         #expect(read.subject == "p.ana.notifications")
