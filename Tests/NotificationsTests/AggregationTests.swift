@@ -261,4 +261,35 @@ struct AggregationTests {
             #expect(try await Self.only(repository).group?.actorCount == 1)
         }
     }
+
+    /// A room's likes fold like a user's, in the room's own partition, and
+    /// its messages go to the room's subject.
+    @Test(arguments: Backend.allCases)
+    func aRoomsLikesFoldInTheRoomAndGoToItsSubject(backend: Backend) async throws {
+        try await Self.withRepository(backend) { repository, _ in
+            func roomLike(_ trigger: String) throws -> IncomingEvent {
+                let body = EventValidatorTests.body(["trigger_user": EventValidatorTests.s(trigger), "event_id": EventValidatorTests.q("room-\(trigger)")], dropping: ["owner"])
+                let event = try EventValidatorTests.validator.validate(
+                    subject: "notifications.channel.live1.post.like", body: body, now: EventValidatorTests.now).get()
+                return IncomingEvent(event: event, idempotencyKey: event.eventID.map { "e:" + $0 })
+            }
+            let first = try await repository.apply([try roomLike("ben")])
+            #expect(first.outbox?.messages.map(\.subject) == ["rooms.channel.live1.notifications"])
+            let created = Self.body(try #require(first.outbox?.messages.first))
+            #expect(created.hasPrefix(#"{"type":"notification.created","room":"channel:live1","notification":{"id":"#))
+            let second = try await repository.apply([try roomLike("cy")])
+            guard case .aggregated = second.outcomes[0] else {
+                Issue.record("expected a fold, got \(second.outcomes)")
+                return
+            }
+            #expect(Self.body(try #require(second.outbox?.messages.first)).hasPrefix(#"{"type":"notification.updated","room":"channel:live1","#))
+            let room = try #require(Room("channel:live1"))
+            let feed = try await repository.feed(owner: room.owner, limit: 10)
+            #expect(feed.items.count == 1)
+            #expect(feed.items.first?.group?.actorCount == 2)
+            #expect(feed.items.first?.room == room)
+            #expect(String(decoding: try #require(feed.items.first).json, as: UTF8.self).contains(#""owner":"channel:live1","room":"channel:live1""#))
+            #expect(try await repository.feed(owner: "ana", limit: 10).items.isEmpty, "nothing in a user's feed")
+        }
+    }
 }
