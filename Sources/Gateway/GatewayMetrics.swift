@@ -9,6 +9,8 @@ struct GatewayMetrics: Sendable {
     let slowClients = Counter(label: "notify_slow_clients_closed_total")
     let repeatsDropped = Counter(label: "notify_repeated_messages_dropped_total")
     let heldQuiet = Counter(label: "notify_frames_held_quiet_hours_total")
+    /// Channel and global rooms this gateway subscribes to (some client joined).
+    let roomSubscriptions = Gauge(label: "notify_room_subscriptions")
     private let authFailures: [TokenFailure: Counter]
     // Refreshed when /metrics is scraped.
     let natsConnected = Gauge(label: "notify_nats_connected")
@@ -32,6 +34,7 @@ struct GatewayMetrics: Sendable {
     func repeatDropped() { repeatsDropped.increment() }
     func heldForQuietHours() { heldQuiet.increment() }
     func delivered(_ count: Int) { framesDelivered.increment(by: count) }
+    func rooms(_ subscribed: Int) { roomSubscriptions.record(subscribed) }
 
     /// Values read on each scrape of `/metrics`.
     func observe(natsConnected connected: Bool, newReconnects: Int, outboxBatches: Int?, consumer: (pending: Int64, ackPending: Int64)?) {
@@ -54,7 +57,8 @@ struct GatewayMetrics: Sendable {
 
     /// Records one HTTP request's duration by route, method and status.
     func request(path: String, method: String, status: Int, since start: ContinuousClock.Instant) {
-        let route = Self.routes.contains(path) ? path : "other"
+        let route = Self.routes.contains(path) ? path
+            : path.hasPrefix("/v1/rooms/") && path.hasSuffix("/notifications") ? "/v1/rooms/{room}/notifications" : "other"
         Timer(label: "notify_http_request_duration_seconds", dimensions: [
             ("route", route), ("method", method), ("status", String(status)),
         ]).record(duration: ContinuousClock.now - start)

@@ -26,9 +26,18 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
     private(set) var rooms: Set<Room> = []
     /// The last room notification id sent, for the rooms' `since`.
     private(set) var lastRoomID: String?
-    /// Rooms being joined: the ids their live frames carried meanwhile,
-    /// which their replay must not send again.
-    private var joining: [Room: Set<String>] = [:]
+    /// Rooms being joined.
+    private var joining: [Room: Joining] = [:]
+
+    /// A join under way.
+    private struct Joining {
+        /// The ids the room's live frames carried meanwhile, which its
+        /// replay must not send again.
+        var sentLive: Set<String> = []
+        /// The client left the room meanwhile: the join is dropped when
+        /// it ends (and still counts against the limit until then).
+        var left = false
+    }
 
     /// Attaches `sink` to the hub (the user's subject and `rooms`) and
     /// prepares the opening frames: the user's replay after `since`, and
@@ -121,7 +130,7 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
         }
         if let (room, id) = roomNotificationID(frame) {
             if !replayed.isEmpty, replayed.remove(id) != nil { return false }
-            if !joining.isEmpty, joining[room] != nil { joining[room]?.insert(id) }
+            if !joining.isEmpty, joining[room] != nil { joining[room]?.sentLive.insert(id) }
             if lastRoomID.map({ id > $0 }) ?? true { lastRoomID = id }
         }
         return true
@@ -130,17 +139,25 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
     /// A room is being joined: its live frames from now on are noted, so
     /// its replay skips them.
     mutating func beginJoining(_ room: Room) {
-        joining[room] = []
+        joining[room] = Joining()
+    }
+
+    /// A join of `room` under way that the client left is kept after all;
+    /// `false` when there is none.
+    mutating func rejoin(_ room: Room) -> Bool {
+        guard joining[room]?.left == true else { return false }
+        joining[room]?.left = false
+        return true
     }
 
     /// The room's subscription is confirmed and its replay read: the
     /// replay frames not already sent live. `nil` when the client left the
     /// room meanwhile: the caller leaves it at the hub.
     mutating func finishJoining(_ room: Room, replay: [NotificationRecord], subjects: OutboundSubjects) -> [[UInt8]]? {
-        guard let sentLive = joining.removeValue(forKey: room) else { return nil }
+        guard let join = joining.removeValue(forKey: room), !join.left else { return nil }
         rooms.insert(room)
         var frames: [[UInt8]] = []
-        for record in replay where !sentLive.contains(record.id) {
+        for record in replay where !join.sentLive.contains(record.id) {
             frames.append(OutboundMessage.created(record, subjects: subjects).body)
             if lastRoomID.map({ record.id > $0 }) ?? true { lastRoomID = record.id }
         }
@@ -154,15 +171,18 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
 
     /// Whether `room` is joined or being joined.
     func isIn(_ room: Room) -> Bool {
-        rooms.contains(room) || joining[room] != nil
+        rooms.contains(room) || joining[room].map { !$0.left } == true
     }
 
-    /// Rooms joined or being joined.
+    /// Rooms joined or being joined (left or not).
     var roomCount: Int { rooms.count + joining.count }
 
     /// Leaves `room` (a join under way is left when it ends).
     mutating func leave(_ room: Room, hub: UserHub) {
-        if joining.removeValue(forKey: room) != nil { return }
+        if joining[room] != nil {
+            joining[room]?.left = true
+            return
+        }
         guard rooms.remove(room) != nil else { return }
         hub.leave(room: room, sink: sink)
     }

@@ -177,6 +177,8 @@ final class UserHub: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
+    /// Room entries among them.
+    private let roomEntries = Atomic<Int>(0)
     private let connection: NATSConnection
     private let prefix: String
     private let roomPrefix: String
@@ -235,6 +237,7 @@ final class UserHub: Sendable {
                 self?.deliver(message.payload, to: key)
             }
             entries[key] = Entry(subscription: subscription, clients: [ObjectIdentifier(sink): sink])
+            if key.hasPrefix("@") { metrics.rooms(roomEntries.add(1, ordering: .relaxed).newValue) }
         }
     }
 
@@ -250,6 +253,7 @@ final class UserHub: Sendable {
             if entry.clients.isEmpty {
                 entry.held.timer?.cancel()
                 entries[user] = nil
+                if user.hasPrefix("@") { metrics.rooms(roomEntries.subtract(1, ordering: .relaxed).newValue) }
                 return entry.subscription
             }
             entries[user] = entry
@@ -367,7 +371,10 @@ final class UserHub: Sendable {
     /// Closes every connection (graceful shutdown) and drops the subscriptions.
     func closeAll() {
         let all = entries.withLock { entries -> [Entry] in
-            defer { entries.removeAll() }
+            defer {
+                entries.removeAll()
+                roomEntries.store(0, ordering: .relaxed)
+            }
             return Array(entries.values)
         }
         for entry in all {

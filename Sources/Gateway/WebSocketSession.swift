@@ -433,6 +433,10 @@ final class WebSocketSession: ChannelInboundHandler {
         case .join(.room(let room), let since):
             if feed.isIn(room) {
                 reply.joined(room.name)
+            } else if feed.rejoin(room) {
+                // Left and joined again while the join was under way: its end answers.
+                self.feed = feed
+                return
             } else {
                 guard feed.roomCount < gateway.configuration.maxRoomsPerConnection else {
                     return sendError("a connection joins at most \(gateway.configuration.maxRoomsPerConnection) rooms; leave one first", context: context)

@@ -547,14 +547,7 @@ final class WorkerLoop {
     /// Waits for the server to confirm what was published (a flush), then
     /// deletes the confirmed outboxes. Called when the worker is idle.
     private func confirmAndDelete() async {
-        if !unconfirmed.isEmpty {
-            do {
-                try await worker.connection.flush()
-            } catch {
-                logger.warning("the NATS server did not confirm published per-user messages; their outboxes are kept", metadata: ["error": .string(error.description)])
-            }
-            noteConfirmations()
-        }
+        if !unconfirmed.isEmpty { await confirm() }
         if !undeleted.isEmpty { await deleteOutboxes() }
     }
 
@@ -562,6 +555,12 @@ final class WorkerLoop {
     /// (a busy worker's own sends normally confirm within milliseconds).
     private func confirmOverdue() async {
         guard let oldest = unconfirmed.first?.at, ContinuousClock.now - oldest > .seconds(1) else { return }
+        await confirm()
+    }
+
+    /// A flush, then ``noteConfirmations()``; a flush that fails keeps the
+    /// outboxes for the next try (or, after a reconnect, publishing again).
+    private func confirm() async {
         do {
             try await worker.connection.flush()
         } catch {
