@@ -27,16 +27,29 @@ struct JSONWriterBridge {
 
     /// `{"items":[…],"next":…,"unread":N}`
     mutating func feed(_ page: FeedPage, unread: Int64) {
-        self.page(page.items.map(\.json), next: page.next, "unread", unread)
+        self.page(page.items.map(\.json), next: page.next, "unread")
+        writer.integer(unread)
+        writer.raw("}")
     }
 
     /// `{"items":[…],"next":…,"actor_count":N}`
     mutating func actors(_ page: ActorPage) {
-        self.page(page.items.map(\.json), next: page.next, "actor_count", page.count)
+        self.page(page.items.map(\.json), next: page.next, "actor_count")
+        writer.integer(page.count)
+        writer.raw("}")
     }
 
-    /// `{"items":[…],"next":<cursor or null>,"<name>":N}`: one page of a list.
-    private mutating func page(_ items: [[UInt8]], next: String?, _ name: StaticString, _ count: Int64) {
+    /// `{"items":[…],"next":…,"room":…}`: a page of a room's history.
+    mutating func roomFeed(_ page: FeedPage, room: Room) {
+        self.page(page.items.map(\.json), next: page.next, "room")
+        writer.string(room.name)
+        writer.raw("}")
+    }
+
+    /// `{"items":[…],"next":<cursor or null>,"<name>":`: one page of a
+    /// list, up to the value of its last field, which the caller writes
+    /// and closes.
+    private mutating func page(_ items: [[UInt8]], next: String?, _ name: StaticString) {
         writer.raw("{\"items\":[")
         for (index, item) in items.enumerated() {
             if index > 0 { writer.raw(",") }
@@ -47,8 +60,6 @@ struct JSONWriterBridge {
         writer.raw(",\"")
         writer.raw(name)
         writer.raw("\":")
-        writer.integer(count)
-        writer.raw("}")
     }
 
     /// `{"type":"error","message":…}`: a client frame the gateway could not take.
@@ -71,20 +82,6 @@ struct JSONWriterBridge {
     mutating func preferencesUpdated(_ preferences: Preferences) {
         writer.raw("{\"type\":\"preferences.updated\",\"preferences\":")
         writer.bytes.append(contentsOf: preferences.json)
-        writer.raw("}")
-    }
-
-    /// `{"items":[…],"next":…,"room":…}`: a page of a room's history.
-    mutating func roomFeed(_ page: FeedPage, room: Room) {
-        writer.raw("{\"items\":[")
-        for (index, item) in page.items.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.bytes.append(contentsOf: item.json)
-        }
-        writer.raw("],\"next\":")
-        if let next = page.next { writer.string(next) } else { writer.raw("null") }
-        writer.raw(",\"room\":")
-        writer.string(room.name)
         writer.raw("}")
     }
 

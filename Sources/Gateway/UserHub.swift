@@ -179,6 +179,10 @@ final class UserHub: Sendable {
     private let entries = Mutex<[String: Entry]>([:])
     /// Room entries among them.
     private let roomEntries = Atomic<Int>(0)
+
+    /// Whether an entry's key is a room's (``Room/owner``, `@…`) rather
+    /// than a user id.
+    private static func isRoom(_ key: String) -> Bool { key.hasPrefix("@") }
     private let connection: NATSConnection
     private let prefix: String
     private let roomPrefix: String
@@ -237,7 +241,7 @@ final class UserHub: Sendable {
                 self?.deliver(message.payload, to: key)
             }
             entries[key] = Entry(subscription: subscription, clients: [ObjectIdentifier(sink): sink])
-            if key.hasPrefix("@") { metrics.rooms(roomEntries.add(1, ordering: .relaxed).newValue) }
+            if Self.isRoom(key) { metrics.rooms(roomEntries.add(1, ordering: .relaxed).newValue) }
         }
     }
 
@@ -253,7 +257,7 @@ final class UserHub: Sendable {
             if entry.clients.isEmpty {
                 entry.held.timer?.cancel()
                 entries[user] = nil
-                if user.hasPrefix("@") { metrics.rooms(roomEntries.subtract(1, ordering: .relaxed).newValue) }
+                if Self.isRoom(user) { metrics.rooms(roomEntries.subtract(1, ordering: .relaxed).newValue) }
                 return entry.subscription
             }
             entries[user] = entry
@@ -268,7 +272,7 @@ final class UserHub: Sendable {
     /// summary; a room's frames are never held).
     private func deliver(_ frame: [UInt8], to user: String) {
         // A room's frames repeat byte for byte (an outbox published again).
-        let key = user.hasPrefix("@") ? String(decoding: frame, as: UTF8.self) : repeatKey(frame)
+        let key = Self.isRoom(user) ? String(decoding: frame, as: UTF8.self) : repeatKey(frame)
         if frame.starts(with: preferencesUpdatedPrefix) {
             // Another tab (or gateway) changed them: follow at once.
             if case .object(let object)? = try? JSONParser.parse(frame), case .object(let fields)? = object["preferences"],
@@ -352,7 +356,7 @@ final class UserHub: Sendable {
     var counts: (users: Int, connections: Int) {
         entries.withLock { entries in
             entries.reduce(into: (0, 0)) { counts, entry in
-                guard !entry.key.hasPrefix("@") else { return }
+                guard !Self.isRoom(entry.key) else { return }
                 counts.0 += 1
                 counts.1 += entry.value.clients.count
             }
@@ -363,7 +367,7 @@ final class UserHub: Sendable {
     /// NATS reconnect, frames published while the gateway was away are in
     /// the store only. Each connection detaches itself as it closes.
     func resumeAll() -> Int {
-        let sinks = entries.withLock { entries in entries.filter { !$0.key.hasPrefix("@") }.values.flatMap { $0.clients.values } }
+        let sinks = entries.withLock { entries in entries.filter { !Self.isRoom($0.key) }.values.flatMap { $0.clients.values } }
         for sink in sinks { sink.close(.resume) }
         return sinks.count
     }
