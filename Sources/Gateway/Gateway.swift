@@ -125,6 +125,13 @@ public final class Gateway: Sendable {
             jsonResponse(try await repository.preferences(owner: try user(context)).json)
         }
         preferences.put { [self] request, context in try await putPreferences(request, user: try user(context)) }
+        let channels = router.group("v1/channels").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
+        channels.get { [self] _, context in
+            jsonResponse(try await repository.deliveryAddresses(owner: try user(context)).json)
+        }
+        channels.put { [self] request, context in try await putChannels(request, user: try user(context)) }
+        channels.post("webpush") { [self] request, context in try await changePushSubscription(request, user: try user(context), add: true) }
+        channels.delete("webpush") { [self] request, context in try await changePushSubscription(request, user: try user(context), add: false) }
         api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
         let rooms = router.group("v1/rooms").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
         rooms.get(":room/notifications") { [self] request, context in try await listRoom(request, context: context) }
@@ -247,6 +254,53 @@ public final class Gateway: Sendable {
             ])
         }
         return jsonResponse(preferences.json)
+    }
+
+    /// `PUT /v1/channels`: replaces where the user is reached outside the
+    /// app; a new webhook URL gets a new signing secret.
+    private func putChannels(_ request: Request, user: String) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        let current = try await repository.deliveryAddresses(owner: user)
+        switch DeliveryAddresses.parse(Array(body.readableBytesView), current: current, newSecret: Self.webhookSecret) {
+        case .success(let addresses):
+            try await repository.setDeliveryAddresses(addresses, owner: user)
+            return jsonResponse(addresses.json)
+        case .failure(let error):
+            throw APIError.badRequest(error.message)
+        }
+    }
+
+    /// `POST /v1/channels/webpush` adds the browser's push subscription
+    /// (its `PushSubscription.toJSON()`); `DELETE` with the same body (or
+    /// just its `endpoint`) removes it.
+    private func changePushSubscription(_ request: Request, user: String, add: Bool) async throws -> Response {
+        let body = try await request.body.collect(upTo: 16 * 1024)
+        guard case .object(let fields)? = try? JSONParser.parse(Array(body.readableBytesView)) else {
+            throw APIError.badRequest("the body must be a JSON object")
+        }
+        var addresses = try await repository.deliveryAddresses(owner: user)
+        if add {
+            let subscription: PushSubscription
+            switch DeliveryAddresses.pushSubscription(.object(fields)) {
+            case .success(let parsed): subscription = parsed
+            case .failure(let error): throw APIError.badRequest(error.message)
+            }
+            addresses.pushSubscriptions.removeAll { $0.endpoint == subscription.endpoint }
+            addresses.pushSubscriptions.append(subscription)
+            // The oldest device makes room for a new one.
+            if addresses.pushSubscriptions.count > DeliveryAddresses.maxPushSubscriptions { addresses.pushSubscriptions.removeFirst() }
+        } else {
+            guard case .string(let endpoint)? = fields["endpoint"] else { throw APIError.badRequest(#"the body must name the subscription: {"endpoint":"https://…"}"#) }
+            addresses.pushSubscriptions.removeAll { $0.endpoint == endpoint }
+        }
+        try await repository.setDeliveryAddresses(addresses, owner: user)
+        return jsonResponse(addresses.json)
+    }
+
+    /// `whsec_` and 32 random bytes, base64url.
+    @Sendable static func webhookSecret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return "whsec_" + Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     /// `GET /v1/notifications?limit=&before=`

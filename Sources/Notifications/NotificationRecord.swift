@@ -30,6 +30,13 @@ public struct NotificationRecord: Sendable, Hashable {
     public internal(set) var deliveredAt: Int64?
     public internal(set) var seenAt: Int64?
     public internal(set) var readAt: Int64?
+    /// Rendered from the in-app templates of its kind (`TEMPLATES_DIR`),
+    /// so clients need not render; `nil` when the worker has no templates.
+    public internal(set) var title: String?
+    public internal(set) var body: String?
+    /// How delivery through each external channel went (email, Web Push,
+    /// webhook), in channel order; empty when none was tried.
+    public internal(set) var deliveries: [ChannelDelivery] = []
 
     /// Where the notification is in its life: `created`, `delivered`,
     /// `seen` or `read`.
@@ -84,6 +91,9 @@ public struct NotificationRecord: Sendable, Hashable {
         if let deliveredAt { attributes["delivered_at"] = .integer(deliveredAt) }
         if let seenAt { attributes["seen_at"] = .integer(seenAt) }
         if let readAt { attributes["read_at"] = .integer(readAt) }
+        if let title { attributes["title"] = .string(title) }
+        if let body { attributes["body"] = .string(body) }
+        for delivery in deliveries { attributes[ChannelDelivery.attributeName(delivery.channel)] = delivery.attribute }
         if let group {
             // A group's first notification, with one actor, is stored as
             // small as a plain one: the group id and actor are its own.
@@ -123,6 +133,11 @@ public struct NotificationRecord: Sendable, Hashable {
         deliveredAt = attributes["delivered_at"]?.integerValue
         seenAt = attributes["seen_at"]?.integerValue
         readAt = attributes["read_at"]?.integerValue
+        title = attributes["title"]?.stringValue
+        body = attributes["body"]?.stringValue
+        deliveries = DeliveryChannel.allCases.compactMap {
+            ChannelDelivery(channel: $0, attribute: attributes[ChannelDelivery.attributeName($0)])
+        }
         if let count = attributes["actor_count"]?.integerValue {
             var actors: [GroupActor] = []
             if case .list(let list)? = attributes["actors"] {
@@ -161,6 +176,8 @@ public struct NotificationRecord: Sendable, Hashable {
         json.raw(","); json.key("resource_type"); json.string(resourceType)
         json.raw(","); json.key("resource_id"); json.string(resourceID)
         if let excerpt { json.raw(","); json.key("excerpt"); json.string(excerpt) }
+        if let title { json.raw(","); json.key("title"); json.string(title) }
+        if let body { json.raw(","); json.key("body"); json.string(body) }
         json.raw(","); json.key("created_at"); json.integer(createdAt)
         json.raw(","); json.key("action_key"); json.string(actionKey)
         json.raw(","); json.key("read"); json.bool(read)
@@ -170,6 +187,14 @@ public struct NotificationRecord: Sendable, Hashable {
         if let deliveredAt { json.raw(","); json.key("delivered_at"); json.integer(deliveredAt) }
         if let seenAt { json.raw(","); json.key("seen_at"); json.integer(seenAt) }
         if let readAt { json.raw(","); json.key("read_at"); json.integer(readAt) }
+        if !deliveries.isEmpty {
+            json.raw(","); json.key("deliveries"); json.raw("[")
+            for (index, delivery) in deliveries.enumerated() {
+                if index > 0 { json.raw(",") }
+                delivery.write(to: &json)
+            }
+            json.raw("]")
+        }
         if let group {
             json.raw(","); json.key("group_id"); json.string(group.id)
             json.raw(","); json.key("actor_count"); json.integer(group.actorCount)
@@ -200,9 +225,15 @@ public struct OutboundSubjects: Sendable, Hashable {
     /// `<rooms>.channel.<id>.notifications`, `<rooms>.global.notifications`
     public var rooms: String
 
-    public init(users: String = "users", rooms: String = "rooms") {
+    /// Where each new notification of a user is announced to the
+    /// dispatcher (`delivery.dispatch`, captured by the delivery stream);
+    /// `nil` when no external channel is on.
+    public var dispatch: String?
+
+    public init(users: String = "users", rooms: String = "rooms", dispatch: String? = nil) {
         self.users = users
         self.rooms = rooms
+        self.dispatch = dispatch
     }
 
     /// The subject of a notification owner: a user, or a room's storage
@@ -282,6 +313,18 @@ public struct OutboundMessage: Sendable, Hashable {
         }
         json.raw("]}")
         return OutboundMessage(subject: userSubject(owner, prefix: prefix), body: json.bytes)
+    }
+
+    /// `{"owner":…,"id":…}` on `subject`: a new notification of a user,
+    /// for the dispatcher to deliver through the user's channels.
+    public static func dispatch(owner: String, id: String, subject: String) -> OutboundMessage {
+        var json = JSONWriter(capacity: 64 + owner.utf8.count)
+        json.raw("{\"owner\":")
+        json.string(owner)
+        json.raw(",\"id\":")
+        json.string(id)
+        json.raw("}")
+        return OutboundMessage(subject: subject, body: json.bytes)
     }
 
     /// `<prefix>.<owner>.notifications`; `owner` must be a valid user id.
@@ -377,4 +420,11 @@ public struct GroupActor: Sendable, Hashable {
         write(to: &writer)
         return writer.bytes
     }
+}
+
+/// Renders a notification's in-app `title` and `body` (the templates of
+/// its kind); the worker stores them on the record.
+public protocol NotificationTexts: Sendable {
+    /// The title and body of `record` as it is now; `nil` for none.
+    func inApp(_ record: NotificationRecord) -> (title: String, body: String)?
 }

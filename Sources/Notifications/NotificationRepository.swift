@@ -240,6 +240,9 @@ public struct NotificationRepository: Sendable {
     /// resource to fold into it (`AGGREGATE_WINDOW`); `nil` turns
     /// aggregation off.
     public let aggregateWindow: Duration?
+    /// Renders each notification's `title` and `body` as it is written;
+    /// `nil` leaves them out.
+    public let texts: (any NotificationTexts)?
     private let clock: @Sendable () -> Int64
     /// The repository's clock now, in Unix milliseconds.
     public var currentMilliseconds: Int64 { clock() }
@@ -262,6 +265,7 @@ public struct NotificationRepository: Sendable {
         retention: Duration? = .seconds(90 * 86_400),
         readRetention: Duration? = nil,
         aggregateWindow: Duration? = nil,
+        texts: (any NotificationTexts)? = nil,
         ids: NotificationIDGenerator = NotificationIDGenerator(),
         clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
     ) {
@@ -271,6 +275,7 @@ public struct NotificationRepository: Sendable {
         self.retention = retention
         self.readRetention = readRetention
         self.aggregateWindow = aggregateWindow.flatMap { $0 > .zero ? $0 : nil }
+        self.texts = texts
         self.ids = ids
         self.clock = clockMilliseconds
     }
@@ -578,7 +583,7 @@ public struct NotificationRepository: Sendable {
                         var headAttributes: [String: AttributeValue] = ["id": .string(id)]
                         if let notificationExpiry { headAttributes[Self.expiryAttribute] = notificationExpiry }
                         plan.set(head, Item(key: head, attributes: headAttributes))
-                        put(record, expiry: notificationExpiry, in: &plan)
+                        record = put(record, expiry: notificationExpiry, in: &plan)
                         messages.append(.updated(record, replaces: folded.id, subjects: subjects))
                         references.append(OutboxReference(kind: .updated, owner: event.owner, id: id, replaces: folded.id))
                         outcomes.append(.aggregated(id: id, replaces: folded.id))
@@ -591,7 +596,7 @@ public struct NotificationRepository: Sendable {
                             "group": .string(group), "opened": .integer(now),
                             Self.expiryAttribute: .integer((now + window) / 1000 + 1),
                         ]))
-                        put(record, expiry: notificationExpiry, in: &plan)
+                        record = put(record, expiry: notificationExpiry, in: &plan)
                         plan.addUnread(event.owner, 1)
                         messages.append(.created(record, subjects: subjects))
                         references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
@@ -605,11 +610,10 @@ public struct NotificationRepository: Sendable {
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                 } else {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
-                    let record = NotificationRecord(event: event, id: id, receivedAt: now)
                     var pointerAttributes: [String: AttributeValue] = ["id": .string(id)]
                     pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
                     if let notificationExpiry { pointerAttributes[Self.expiryAttribute] = notificationExpiry }
-                    put(record, expiry: notificationExpiry, in: &plan)
+                    let record = put(NotificationRecord(event: event, id: id, receivedAt: now), expiry: notificationExpiry, in: &plan)
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
                     plan.addUnread(event.owner, 1)
                     messages.append(.created(record, subjects: subjects))
@@ -734,7 +738,7 @@ public struct NotificationRepository: Sendable {
             var record = scheduled
             record.id = ids.next(millisecond: UInt64(max(now, 0)))
             record.receivedAt = now
-            put(record, expiry: expiry, into: &actions)
+            record = put(record, expiry: expiry, into: &actions)
             var set: [String: AttributeValue] = ["id": .string(record.id)]
             if let expiry { set[Self.expiryAttribute] = expiry }
             actions.append(.update(pointerKey, Update(set: set, remove: ["scheduled"]), condition: .equals("scheduled", .string(item.key.sort))))
@@ -760,10 +764,13 @@ public struct NotificationRepository: Sendable {
         try await store.query(Query(partition: Self.schedulePartition, limit: limit)).items.count
     }
 
-    private func put(_ record: NotificationRecord, expiry: AttributeValue?, into actions: inout [WriteAction]) {
+    /// Plans a new notification item; returns the record as written (rendered).
+    private func put(_ record: NotificationRecord, expiry: AttributeValue?, into actions: inout [WriteAction]) -> NotificationRecord {
+        let record = rendered(record)
         var attributes = record.attributes
         if let expiry { attributes[Self.expiryAttribute] = expiry }
         actions.append(.put(Item(key: Self.notificationKey(record.owner, record.id), attributes: attributes), condition: .itemNotExists))
+        return record
     }
 
     /// The outbox of `messages` (high priority first), written by `actions`;
@@ -774,17 +781,41 @@ public struct NotificationRepository: Sendable {
     ) -> OutboxBatch? {
         guard !messages.isEmpty else { return nil }
         let (messages, references) = Self.highPriorityFirst(messages, references, priorities)
-        let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages)
+        let batch = OutboxBatch(id: ids.next(millisecond: UInt64(max(now, 0))), messages: messages + dispatches(references))
         actions.append(.put(Self.outboxItem(id: batch.id, references), condition: .itemNotExists))
         return batch
     }
 
-    /// Plans a new notification item.
-    private func put(_ record: NotificationRecord, expiry: AttributeValue?, in plan: inout BatchPlan) {
+    /// One dispatch message per user notification `references` create,
+    /// when external delivery is on (rooms have no addresses). A
+    /// republished outbox announces them again: the dispatcher skips a
+    /// channel already sent.
+    private func dispatches(_ references: [OutboxReference]) -> [OutboundMessage] {
+        guard let subject = subjects.dispatch else { return [] }
+        return references.compactMap { reference in
+            guard reference.kind == .created, Room(owner: reference.owner) == nil else { return nil }
+            return .dispatch(owner: reference.owner, id: reference.id, subject: subject)
+        }
+    }
+
+    /// Plans a new notification item; returns the record as written (rendered).
+    private func put(_ record: NotificationRecord, expiry: AttributeValue?, in plan: inout BatchPlan) -> NotificationRecord {
+        let record = rendered(record)
         let key = Self.notificationKey(record.owner, record.id)
         var attributes = record.attributes
         if let expiry { attributes[Self.expiryAttribute] = expiry }
         plan.set(key, Item(key: key, attributes: attributes), fresh: true)
+        return record
+    }
+
+    /// `record` with its title and body rendered for what it says now
+    /// (a group's count changes them).
+    private func rendered(_ record: NotificationRecord) -> NotificationRecord {
+        guard let texts, let text = texts.inApp(record) else { return record }
+        var record = record
+        record.title = text.title
+        record.body = text.body
+        return record
     }
 
     // MARK: Groups
@@ -857,6 +888,7 @@ public struct NotificationRepository: Sendable {
         var updated = record
         updated.group = state
         if let newest = state.actors.first { updated.show(newest) }
+        updated = rendered(updated)
         var attributes = updated.attributes
         if let expiry = plan.current(key)?[Self.expiryAttribute] { attributes[Self.expiryAttribute] = expiry }
         plan.set(key, Item(key: key, attributes: attributes))
@@ -945,7 +977,8 @@ public struct NotificationRepository: Sendable {
                     return .updated(record, replaces: replaces, subjects: subjects)
                 }
             }
-            return OutboxBatch(id: id, messages: messages)
+            let live = references.filter { $0.kind != .created || notifications[Self.notificationKey($0.owner, $0.id)] != nil }
+            return OutboxBatch(id: id, messages: messages + dispatches(live))
         }
     }
 

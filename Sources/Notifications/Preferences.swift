@@ -11,11 +11,18 @@ public struct Preferences: Sendable, Hashable {
     /// Resources muted: no notification about them, whatever the kind.
     public var mutedResources: Set<MutedResource>
     public var quietHours: QuietHours?
+    /// External channels the user opted out of (email, Web Push, webhook):
+    /// notifications stay in the app only.
+    public var mutedChannels: Set<DeliveryChannel>
 
-    public init(mutedKinds: Set<String> = [], mutedResources: Set<MutedResource> = [], quietHours: QuietHours? = nil) {
+    public init(
+        mutedKinds: Set<String> = [], mutedResources: Set<MutedResource> = [], quietHours: QuietHours? = nil,
+        mutedChannels: Set<DeliveryChannel> = []
+    ) {
         self.mutedKinds = mutedKinds
         self.mutedResources = mutedResources
         self.quietHours = quietHours
+        self.mutedChannels = mutedChannels
     }
 
     /// The most muted resources a user keeps.
@@ -40,6 +47,7 @@ public struct Preferences: Sendable, Hashable {
             "muted_kinds": .list(mutedKinds.sorted().map { .string($0) }),
             "muted_resources": .list(mutedResources.sorted().map { .list([.string($0.type), .string($0.id)]) }),
         ]
+        if !mutedChannels.isEmpty { attributes["muted_channels"] = .list(mutedChannels.sorted().map { .string($0.rawValue) }) }
         if let quietHours {
             attributes["quiet_start"] = .integer(Int64(quietHours.start))
             attributes["quiet_end"] = .integer(Int64(quietHours.end))
@@ -64,7 +72,11 @@ public struct Preferences: Sendable, Hashable {
            let zone = attributes["time_zone"]?.stringValue {
             quietHours = QuietHours(start: Int(start), end: Int(end), timeZone: zone)
         }
-        self.init(mutedKinds: kinds, mutedResources: resources, quietHours: quietHours)
+        var channels = Set<DeliveryChannel>()
+        if case .list(let values)? = attributes["muted_channels"] {
+            for case .string(let name) in values { if let channel = DeliveryChannel(rawValue: name) { channels.insert(channel) } }
+        }
+        self.init(mutedKinds: kinds, mutedResources: resources, quietHours: quietHours, mutedChannels: channels)
     }
 
     // MARK: JSON
@@ -84,6 +96,11 @@ public struct Preferences: Sendable, Hashable {
             json.raw(",\"resource_id\":")
             json.string(resource.id)
             json.raw("}")
+        }
+        json.raw("],\"muted_channels\":[")
+        for (index, channel) in mutedChannels.sorted().enumerated() {
+            if index > 0 { json.raw(",") }
+            json.string(channel.rawValue)
         }
         json.raw("],\"quiet_hours\":")
         if let quietHours {
@@ -118,9 +135,9 @@ public struct Preferences: Sendable, Hashable {
     /// Preferences from a parsed JSON object (a body, or a
     /// `preferences.updated` frame's `preferences`).
     package static func parse(object: [String: JSONValue]) -> Result<Preferences, PreferencesError> {
-        let known: Set<String> = ["muted_kinds", "muted_resources", "quiet_hours"]
+        let known: Set<String> = ["muted_kinds", "muted_resources", "quiet_hours", "muted_channels"]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            return .failure(PreferencesError("unknown field '\(unknown)' (fields: muted_kinds, muted_resources, quiet_hours)"))
+            return .failure(PreferencesError("unknown field '\(unknown)' (fields: muted_kinds, muted_resources, muted_channels, quiet_hours)"))
         }
         var preferences = Preferences()
         switch object["muted_kinds"] {
@@ -149,6 +166,17 @@ public struct Preferences: Sendable, Hashable {
                 preferences.mutedResources.insert(MutedResource(type: type, id: id))
             }
         default: return .failure(PreferencesError("muted_resources must be an array"))
+        }
+        switch object["muted_channels"] {
+        case nil, .null?: break
+        case .array(let values)?:
+            for value in values {
+                guard case .string(let name) = value, let channel = DeliveryChannel(rawValue: name) else {
+                    return .failure(PreferencesError("muted_channels holds channels: \(DeliveryChannel.allCases.map(\.rawValue).joined(separator: ", "))"))
+                }
+                preferences.mutedChannels.insert(channel)
+            }
+        default: return .failure(PreferencesError("muted_channels must be an array"))
         }
         switch object["quiet_hours"] {
         case nil, .null?: break

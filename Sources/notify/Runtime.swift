@@ -1,4 +1,5 @@
 import ArgumentParser
+import Delivery
 import DynamoDBStore
 import Foundation
 import Gateway
@@ -23,7 +24,11 @@ struct Runtime {
     let metrics: PrometheusCollectorRegistry
     let logger: Logger
 
-    static func start(common: CommonSettings, store settings: StoreSettings, metrics: PrometheusCollectorRegistry, logger: Logger) async -> Runtime {
+    /// - Parameter delivery: templates for the records' `title` and `body`
+    ///   and, with a channel on, where new notifications are announced.
+    static func start(
+        common: CommonSettings, store settings: StoreSettings, delivery: DeliverySettings?, metrics: PrometheusCollectorRegistry, logger: Logger
+    ) async -> Runtime {
         let connection = await common.connect()
         let events = connection.events
         Task.detached {
@@ -37,9 +42,11 @@ struct Runtime {
             }
         }
         let (store, database) = await openStore(settings, logger: logger)
+        var subjects = common.subjects
+        subjects.dispatch = delivery?.dispatchSubject
         let repository = NotificationRepository(
-            store: store, subjects: common.subjects, retention: settings.retention,
-            readRetention: settings.readRetention, aggregateWindow: settings.aggregateWindow)
+            store: store, subjects: subjects, retention: settings.retention,
+            readRetention: settings.readRetention, aggregateWindow: settings.aggregateWindow, texts: delivery?.templates)
         return Runtime(common: common, connection: connection, database: database, repository: repository, metrics: metrics, logger: logger)
     }
 
@@ -91,9 +98,13 @@ struct Runtime {
     }
 
     /// The worker's services: the TTL sweeper (unless turned off) and the worker.
-    func worker(_ settings: WorkerSettings, store: StoreSettings) async throws -> [any Service] {
+    func worker(_ settings: WorkerSettings, store: StoreSettings, delivery: DeliverySettings) async throws -> [any Service] {
         let worker: NotificationWorker
         do {
+            if !delivery.channels.isEmpty {
+                // Before the first announcement, so the stream records it.
+                try await Dispatcher.ensureStream(delivery.configuration, connection: connection)
+            }
             worker = try await NotificationWorker.prepare(
                 configuration: settings.worker, connection: connection, repository: repository, logger: logger)
         } catch {
@@ -102,6 +113,20 @@ struct Runtime {
         }
         guard let interval = store.sweepInterval else { return [worker] }
         return [ExpirySweeper(repository: repository, interval: interval, logger: logger), worker]
+    }
+
+    /// The dispatcher, sending on the channels that are on; none when no
+    /// channel is.
+    func dispatcher(_ settings: DeliverySettings) async -> [any Service] {
+        guard !settings.channels.isEmpty else { return [] }
+        do {
+            return [try await Dispatcher.prepare(
+                configuration: settings.configuration, connection: connection, repository: repository, senders: settings.senders(),
+                logger: logger)]
+        } catch {
+            await close()
+            fail("cannot start the dispatcher: \(error)", code: exitUnavailable)
+        }
     }
 
     /// The gateway's services: the HTTP server and its drain.
@@ -139,13 +164,15 @@ struct Runtime {
 /// Bootstraps logging and metrics, opens the runtime, runs the services
 /// until SIGTERM or SIGINT, and closes everything in reverse order.
 enum ServiceRunner {
-    static func run(common: CommonSettings, store: StoreSettings, services: (Runtime) async throws -> [any Service]) async throws {
+    static func run(
+        common: CommonSettings, store: StoreSettings, delivery: DeliverySettings? = nil, services: (Runtime) async throws -> [any Service]
+    ) async throws {
         LogSetup.bootstrap(level: common.logLevel, production: common.production)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "notify")
         try await withNATSLibrary {
-            let runtime = await Runtime.start(common: common, store: store, metrics: registry, logger: logger)
+            let runtime = await Runtime.start(common: common, store: store, delivery: delivery, metrics: registry, logger: logger)
             let list = try await services(runtime)
             let group = ServiceGroup(configuration: .init(
                 services: list.map { .init(service: $0) },

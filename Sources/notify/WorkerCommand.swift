@@ -14,17 +14,20 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var options: WorkerOptions
+    @OptionGroup var delivery: DeliveryOptions
     @OptionGroup var operations: OperationsOptions
 
     func run() async throws {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let (storeSettings, workerSettings, operationsSettings) = settingsOrExit {
-            (try StoreSettings(reader, flags: store), try WorkerSettings(reader, common: common, flags: options),
-             try OperationsSettings(reader, flags: operations))
+        let (storeSettings, workerSettings, deliverySettings, operationsSettings) = settingsOrExit {
+            let worker = try WorkerSettings(reader, common: common, flags: options)
+            return (try StoreSettings(reader, flags: store), worker, try DeliverySettings(reader, flags: delivery, worker: worker),
+                    try OperationsSettings(reader, flags: operations))
         }
-        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
-            try await runtime.worker(workerSettings, store: storeSettings) + (try runtime.operations(operationsSettings, consumer: workerSettings.consumerName))
+        try await ServiceRunner.run(common: common, store: storeSettings, delivery: deliverySettings) { runtime in
+            try await runtime.worker(workerSettings, store: storeSettings, delivery: deliverySettings)
+                + (try runtime.operations(operationsSettings, consumer: workerSettings.consumerName))
         }
     }
 }
@@ -65,19 +68,52 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var workerOptions: WorkerOptions
     @OptionGroup var gatewayOptions: GatewayOptions
+    @OptionGroup var deliveryOptions: DeliveryOptions
 
     func run() async throws {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let (storeSettings, workerSettings, gatewaySettings) = settingsOrExit {
+        let (storeSettings, workerSettings, gatewaySettings, deliverySettings) = settingsOrExit {
             let worker = try WorkerSettings(reader, common: common, flags: workerOptions)
             return (try StoreSettings(reader, flags: store), worker,
-                    try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: worker.consumerName))
+                    try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: worker.consumerName),
+                    try DeliverySettings(reader, flags: deliveryOptions, worker: worker))
         }
-        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
+        try await ServiceRunner.run(common: common, store: storeSettings, delivery: deliverySettings) { runtime in
             // Stopped in reverse: gateway first (clients closed with 1001),
-            // then the worker finishes and acknowledges its batch.
-            try await runtime.worker(workerSettings, store: storeSettings) + (try runtime.gateway(gatewaySettings))
+            // then the dispatcher settles its jobs, then the worker
+            // finishes and acknowledges its batch.
+            try await runtime.worker(workerSettings, store: storeSettings, delivery: deliverySettings)
+                + (await runtime.dispatcher(deliverySettings)) + (try runtime.gateway(gatewaySettings))
+        }
+    }
+}
+
+/// `notify dispatcher`: delivery through email, Web Push and webhooks.
+struct DispatcherCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dispatcher",
+        abstract: "Run the dispatcher: new notifications → delivery jobs → email, Web Push, webhooks (DELIVERY_CHANNELS).",
+        discussion: "Run several to share the work: they share the delivery stream's durable consumers. `serve` runs one too."
+    )
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var delivery: DeliveryOptions
+    @OptionGroup var operations: OperationsOptions
+
+    func run() async throws {
+        let common = CommonSettings.load(common)
+        let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
+        let (storeSettings, deliverySettings, operationsSettings) = settingsOrExit {
+            (try StoreSettings(reader, flags: store), try DeliverySettings(reader, flags: delivery, worker: nil),
+             try OperationsSettings(reader, flags: operations))
+        }
+        guard !deliverySettings.channels.isEmpty else {
+            fail("no channel to deliver on: set DELIVERY_CHANNELS (email, webpush, webhook)", code: exitBadSetting)
+        }
+        try await ServiceRunner.run(common: common, store: storeSettings, delivery: deliverySettings) { runtime in
+            await runtime.dispatcher(deliverySettings) + (try runtime.operations(operationsSettings, consumer: nil))
         }
     }
 }

@@ -316,7 +316,7 @@ struct GatewayTests {
             let headers = [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")]
             let initial = try await harness.get("/v1/preferences", token: token)
             #expect(initial.status == 200)
-            #expect(initial.body == #"{"muted_kinds":[],"muted_resources":[],"quiet_hours":null}"#)
+            #expect(initial.body == #"{"muted_kinds":[],"muted_resources":[],"muted_channels":[],"quiet_hours":null}"#)
             let bad = try await httpRequest(port: harness.port, "PUT", "/v1/preferences", headers: headers, body: #"{"muted_kinds":["nope"]}"#)
             #expect(bad.status == 400)
             #expect(bad.body.contains("muted_kinds holds event kinds"))

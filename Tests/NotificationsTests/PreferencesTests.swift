@@ -41,12 +41,12 @@ struct PreferencesTests {
     }
 
     @Test func preferencesParseAndPrintTheSameJSON() throws {
-        let body = #"{"muted_kinds":["post.like","user.follow"],"muted_resources":[{"resource_type":"POST","resource_id":"p-1"}],"quiet_hours":{"start":"22:00","end":"07:30","time_zone":"Europe/Paris"}}"#
+        let body = #"{"muted_kinds":["post.like","user.follow"],"muted_resources":[{"resource_type":"POST","resource_id":"p-1"}],"muted_channels":["email","webhook"],"quiet_hours":{"start":"22:00","end":"07:30","time_zone":"Europe/Paris"}}"#
         let preferences = try Preferences.parse(Array(body.utf8)).get()
         #expect(preferences.mutedKinds == ["post.like", "user.follow"])
         #expect(preferences.quietHours == QuietHours(start: 22 * 60, end: 7 * 60 + 30, timeZone: "Europe/Paris"))
         #expect(String(decoding: preferences.json, as: UTF8.self) == body)
-        #expect(String(decoding: Preferences().json, as: UTF8.self) == #"{"muted_kinds":[],"muted_resources":[],"quiet_hours":null}"#)
+        #expect(String(decoding: Preferences().json, as: UTF8.self) == #"{"muted_kinds":[],"muted_resources":[],"muted_channels":[],"quiet_hours":null}"#)
         #expect(Preferences(attributes: preferences.attributes) == preferences)
     }
 
@@ -62,6 +62,8 @@ struct PreferencesTests {
         (#"{"quiet_hours":{"start":"22:00","end":"07:00","time_zone":"Mars/Olympus"}}"#, "IANA time zone"),
         (#"{"quiet_hours":{"start":"22:00","end":"07:00"}}"#, "IANA time zone"),
         (#"{"mute":["post.like"]}"#, "unknown field 'mute'"),
+        (#"{"muted_channels":["sms"]}"#, "muted_channels holds channels: email, webpush, webhook"),
+        (#"{"muted_channels":"email"}"#, "muted_channels must be an array"),
     ])
     func badPreferencesAreRefusedWithWhatToFix(body: String, message: String) {
         guard case .failure(let error) = Preferences.parse(Array(body.utf8)) else {
