@@ -1,5 +1,5 @@
 public import NATS
-public import Notifications
+import Notifications
 
 /// The dispatcher's stream, consumers and retry policy.
 ///

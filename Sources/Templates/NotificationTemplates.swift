@@ -125,45 +125,93 @@ public struct NotificationTemplates: Sendable, NotificationTexts {
     /// `record` rendered for `channel`; `unsubscribeURL` is offered to an
     /// email's HTML part. `nil` for a kind without templates.
     public func render(_ record: NotificationRecord, channel: TemplateChannel, unsubscribeURL: String = "") -> RenderedMessage? {
-        guard let kind = Self.kind(of: record), let title = template(kind, channel, .title),
-              let body = template(kind, channel, .body), let action = template(kind, channel, .action) else { return nil }
-        var context = variables(of: record, kind: kind)
-        let rendered = RenderedMessage(
-            title: Self.oneLine(title.render(context)), body: body.render(context).trimmingCharacters(in: .whitespacesAndNewlines),
-            html: nil, actionURL: action.render(context).trimmingCharacters(in: .whitespacesAndNewlines))
-        guard channel == .email, let html = templates[Key(kind: kind, channel: .email, part: .html)] else { return rendered }
-        context["title"] = rendered.title
-        context["body"] = rendered.body
-        context["action_url"] = rendered.actionURL
-        context["unsubscribe_url"] = unsubscribeURL
-        return RenderedMessage(title: rendered.title, body: rendered.body, html: html.render(context), actionURL: rendered.actionURL)
+        guard let kind = Self.kind(of: record), let (title, body) = texts(record, kind: kind, channel: channel),
+              let action = template(kind, channel, .action) else { return nil }
+        var context = TemplateContext(record: record, kind: kind, appURL: appURL)
+        let actionURL = Self.trimmed(action.render(context))
+        guard channel == .email, let html = templates[Key(kind: kind, channel: .email, part: .html)] else {
+            return RenderedMessage(title: title, body: body, html: nil, actionURL: actionURL)
+        }
+        context.rendered = ["title": title, "body": body, "action_url": actionURL, "unsubscribe_url": unsubscribeURL]
+        return RenderedMessage(title: title, body: body, html: html.render(context), actionURL: actionURL)
+    }
+
+    /// The title and body alone: what the worker stores on every record.
+    private func texts(_ record: NotificationRecord, kind: String, channel: TemplateChannel) -> (String, String)? {
+        guard let title = template(kind, channel, .title), let body = template(kind, channel, .body) else { return nil }
+        let context = TemplateContext(record: record, kind: kind, appURL: appURL)
+        return (Self.oneLine(title.render(context)), Self.trimmed(body.render(context)))
     }
 
     public func inApp(_ record: NotificationRecord) -> (title: String, body: String)? {
-        render(record, channel: .inapp).map { ($0.title, $0.body) }
+        guard let kind = Self.kind(of: record) else { return nil }
+        return texts(record, kind: kind, channel: .inapp)
     }
 
     /// A title is one line: line breaks become spaces (a header injection
     /// into an email subject cannot start here).
     static func oneLine(_ text: String) -> String {
-        String(text.map { $0.isNewline ? " " : $0 }).trimmingCharacters(in: .whitespaces)
+        guard text.unicodeScalars.contains(where: isLineBreak) else { return trimmed(text) }
+        var scalars = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars { scalars.append(isLineBreak(scalar) ? " " : scalar) }
+        return trimmed(String(scalars))
+    }
+
+    private static func isLineBreak(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x0A...0x0D, 0x85, 0x2028, 0x2029: true
+        default: false
+        }
+    }
+
+    /// `text` without white space at either end (cheap when there is none:
+    /// the worker renders every notification).
+    static func trimmed(_ text: String) -> String {
+        let scalars = text.unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+              let last = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        if first == scalars.startIndex && scalars.index(after: last) == scalars.endIndex { return text }
+        return String(scalars[first...last])
     }
 
     private static func kind(of record: NotificationRecord) -> String? {
         EventKind.all.first { $0.effect == .create && $0.action == record.action && $0.resourceType == record.resourceType }?.name
     }
+}
 
-    private func variables(of record: NotificationRecord, kind: String) -> [String: Any] {
-        let count = record.group?.actorCount ?? 1
-        let others = max(0, count - 1)
-        return [
-            "id": record.id, "kind": kind, "owner": record.room?.name ?? record.owner, "trigger_user": record.triggerUser,
-            "username": record.username ?? record.triggerUser, "user_picture": record.userPicture ?? "",
-            "action": String(record.action), "resource_type": record.resourceType, "resource_id": record.resourceID,
-            "resource_id_url": record.resourceID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? record.resourceID,
-            "excerpt": record.excerpt ?? "", "actor_count": String(count), "others": String(others),
-            "others_word": others == 1 ? "other" : "others", "has_others": others > 0, "app_url": appURL,
-        ]
+/// The variables of one record, computed when a template asks for one
+/// (the worker renders every notification it stores: no dictionary of
+/// every value is built for the two or three a title uses).
+private struct TemplateContext: MustacheParent {
+    let record: NotificationRecord
+    let kind: String
+    let appURL: String
+    /// An email's rendered parts, for its HTML layout.
+    var rendered: [String: String] = [:]
+
+    private static let pathAllowed = CharacterSet.urlPathAllowed.subtracting(["/"])
+
+    func child(named name: String) -> Any? {
+        let others = max(0, (record.group?.actorCount ?? 1) - 1)
+        switch name {
+        case "username": return record.username ?? record.triggerUser
+        case "has_others": return others > 0
+        case "others": return String(others)
+        case "others_word": return others == 1 ? "other" : "others"
+        case "excerpt": return record.excerpt ?? ""
+        case "id": return record.id
+        case "kind": return kind
+        case "owner": return record.room?.name ?? record.owner
+        case "trigger_user": return record.triggerUser
+        case "user_picture": return record.userPicture ?? ""
+        case "action": return String(record.action)
+        case "resource_type": return record.resourceType
+        case "resource_id": return record.resourceID
+        case "resource_id_url": return record.resourceID.addingPercentEncoding(withAllowedCharacters: Self.pathAllowed) ?? record.resourceID
+        case "actor_count": return String(others + 1)
+        case "app_url": return appURL
+        default: return rendered[name]
+        }
     }
 }
 
