@@ -46,7 +46,7 @@ struct DeliverySettings {
         do {
             templates = try NotificationTemplates(directory: directory, appURL: appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL)
         } catch {
-            throw SettingsError(message: "TEMPLATES_DIR: \(error.message)")
+            throw SettingsError(message: error.message.hasPrefix("TEMPLATES_DIR") ? error.message : "TEMPLATES_DIR: " + error.message)
         }
         let streamName = reader.string("DELIVERY_STREAM", default: "NOTIFICATIONS_DELIVERY")
         guard streamName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-".contains($0)) }) else {

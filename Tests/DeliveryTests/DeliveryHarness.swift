@@ -49,19 +49,13 @@ struct DeliveryHarness: Sendable {
                 let harness = DeliveryHarness(
                     server: server, connection: connection, jetStream: try JetStream(connection: connection), repository: repository,
                     configuration: configuration)
-                do {
-                    try await body(harness)
-                } catch {
-                    await group.triggerGracefulShutdown()
-                    _ = await task.result
-                    await opened.close()
-                    await connection.close()
-                    throw error
-                }
+                var failure: (any Error)?
+                do { try await body(harness) } catch { failure = error }
                 await group.triggerGracefulShutdown()
                 _ = await task.result
                 await opened.close()
                 await connection.close()
+                if let failure { throw failure }
             }
         }
     }

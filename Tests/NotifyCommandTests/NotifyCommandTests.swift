@@ -131,6 +131,8 @@ struct NotifyCommandTests {
         ("SQLITE_SYNCHRONOUS", "off"), ("NATS_JETSTREAM", "maybe"), ("NATS_CREDS_FILE", "/nonexistent/user.creds"),
         ("NATS_BACKOFF", "1s,5s,10s,20s,40s"), ("NOTIF_TTL_DAYS", "-1"), ("NOTIF_TTL_DAYS", "90d"),
         ("READ_TTL_DAYS", "0"), ("READ_TTL_DAYS", "91"), ("AGGREGATE_WINDOW", "an hour"),
+        ("DELIVERY_CHANNELS", "sms"), ("DELIVERY_CHANNELS", "email"), ("TEMPLATES_DIR", "/nonexistent/templates"),
+        ("APP_URL", "ftp://app.example.com"), ("DELIVERY_MAX_ATTEMPTS", "0"), ("DELIVERY_BACKOFF", "soon"),
     ])
     func aBadSettingIsAOneLineErrorNamingIt(variable: String, value: String) async throws {
         try await withTemporaryDirectory { directory in
@@ -159,17 +161,19 @@ struct NotifyCommandTests {
         }
     }
 
-    @Test func serveRunsWorkerAndGatewayAndStopsWithStatus0OnSIGTERM() async throws {
+    @Test func serveRunsWorkerDispatcherAndGatewayAndStopsWithStatus0OnSIGTERM() async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
                 let serve = try ChildProcess.spawn(Self.executable, arguments: ["serve", "--port", "0"], environment: Self.environment(server, data: directory, [
-                    "JWT_SECRET": String(repeating: "s", count: 32),
+                    "JWT_SECRET": String(repeating: "s", count: 32), "DELIVERY_CHANNELS": "webhook",
                 ]), outputPath: directory.file("serve.log"))
                 try await serve.waitForOutput(containing: "gateway listening")
                 try await serve.waitForOutput(containing: "worker running")
+                try await serve.waitForOutput(containing: "dispatcher running")
                 serve.signal(SIGTERM)
                 #expect(try await serve.wait(timeout: .seconds(10)) == 0)
                 #expect(serve.output.contains("worker stopped"))
+                #expect(serve.output.contains("dispatcher stopped"))
             }
         }
     }
