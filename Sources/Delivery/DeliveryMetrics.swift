@@ -30,8 +30,7 @@ struct DeliveryMetrics: Sendable {
     func skipped(_ channel: DeliveryChannel) { skippedCount[channel]?.increment() }
 
     func tried(_ channel: DeliveryChannel, since started: ContinuousClock.Instant) {
-        let (seconds, attoseconds) = (ContinuousClock.now - started).components
-        attempt[channel]?.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        attempt[channel]?.record(since: started)
     }
 
     func sent(_ channel: DeliveryChannel, lag seconds: Double) {

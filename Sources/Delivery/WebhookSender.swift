@@ -62,7 +62,7 @@ public struct WebhookSender: ChannelSender {
         http.headers.add(name: "Notify-Signature", value: Self.signature(secret: webhook.secret, timestamp: clock(), body: body))
         http.body = .bytes(ByteBuffer(bytes: body))
         do {
-            let response = try await client.execute(http, timeout: TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+            let response = try await client.execute(http, timeout: TimeAmount(timeout))
             _ = try? await response.body.collect(upTo: 64 * 1024)
             let status = Int(response.status.code)
             switch status {

@@ -1,8 +1,9 @@
-import CoreMetrics
+package import CoreMetrics
 import Metrics
 
 extension Timer {
-    func record(since started: ContinuousClock.Instant) {
+    /// Records the time since `started`.
+    package func record(since started: ContinuousClock.Instant) {
         let (seconds, attoseconds) = (ContinuousClock.now - started).components
         recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
