@@ -29,7 +29,7 @@ run: deps release
 
 ## Unit and integration tests (they start their own nats-server).
 test: deps
-	@scripts/install-moto.sh
+	@scripts/install-test-servers.sh
 	$(SWIFT) test
 
 ## The demo page in headless Chromium (installs chromium and chromium-driver).
@@ -53,7 +53,7 @@ bench: deps
 ## moto's DynamoDB server as the store (5,000 events); CPU per event of
 ## each part. One JSON line per run.
 cluster-bench: deps
-	@scripts/install-moto.sh
+	@scripts/install-test-servers.sh
 	$(SWIFT) build -c release --product NotifyBenchmark
 	$(SWIFT) build -c release --product notify
 	for workers in 1 2; do .build/release/NotifyBenchmark --workers $$workers --seconds 1 || exit 1; done
@@ -91,7 +91,7 @@ leak-check: deps
 ## worker are SIGKILLed; checks nothing lost or duplicated, both workers
 ## worked, cross-gateway delivery and reconnects. CLUSTER_ARGS="--events N".
 cluster-test: deps
-	@scripts/install-moto.sh
+	@scripts/install-test-servers.sh
 	$(SWIFT) build -c release --product notify
 	$(SWIFT) build -c release --product NotifyChaos
 	.build/release/NotifyChaos --cluster $(CLUSTER_ARGS)

@@ -85,6 +85,7 @@ let package = Package(
                 "NATS",
                 "KeyValueStore",
                 "JSON",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -246,7 +247,7 @@ let package = Package(
         .testTarget(
             name: "DeliveryTests",
             dependencies: [
-                "Delivery", "Templates", "Notifications", "NATS", "KeyValueStore", "SQLiteStore", "TestSupport",
+                "Delivery", "Templates", "Notifications", "NATS", "KeyValueStore", "SQLiteStore", "TestSupport", "ProcessSupport", "JSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -258,7 +259,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NotifyCommandTests",
-            dependencies: ["notify", "NATS", "SQLiteStore", "DynamoDBStore", "KeyValueStore", "Notifications", "Gateway", "TestSupport"],
+            dependencies: ["notify", "NATS", "SQLiteStore", "DynamoDBStore", "KeyValueStore", "Notifications", "Gateway", "ProcessSupport", "TestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

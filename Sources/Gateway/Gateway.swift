@@ -31,6 +31,8 @@ public final class Gateway: Sendable {
     let repository: NotificationRepository
     let hub: UserHub
     let verifier: TokenVerifier
+    /// Checks email unsubscribe links (the base URL is not used here).
+    let unsubscribeLinks: UnsubscribeLinks
     let metrics = GatewayMetrics()
     let logger: Logger
     let open = OpenConnections()
@@ -58,6 +60,7 @@ public final class Gateway: Sendable {
         self.logger = logger
         self.receipts = ReceiptWriter(repository: repository, logger: logger)
         self.verifier = TokenVerifier(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
+        self.unsubscribeLinks = UnsubscribeLinks(baseURL: "", secret: configuration.unsubscribeSecret ?? configuration.jwtSecret)
         self.hub = UserHub(
             connection: connection, subjects: configuration.subjects,
             maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
@@ -132,6 +135,20 @@ public final class Gateway: Sendable {
         channels.put { [self] request, context in try await putChannels(request, user: try user(context)) }
         channels.post("webpush") { [self] request, context in try await changePushSubscription(request, user: try user(context), add: true) }
         channels.delete("webpush") { [self] request, context in try await changePushSubscription(request, user: try user(context), add: false) }
+        // No token: the browser that registers a service worker needs the
+        // key before it can subscribe.
+        router.get("v1/channels/webpush/key") { [self] _, _ -> Response in
+            guard let key = configuration.vapidPublicKey else {
+                throw APIError(.notFound, code: "webpush_off", message: "Web Push is not enabled on this server (VAPID_PRIVATE_KEY)")
+            }
+            var json = JSONWriterBridge()
+            json.raw("{\"public_key\":")
+            json.string(key)
+            json.raw("}")
+            return jsonResponse(json.bytes)
+        }
+        router.get("v1/unsubscribe") { [self] request, _ in try unsubscribePage(request) }
+        router.post("v1/unsubscribe") { [self] request, _ in try await unsubscribe(request) }
         api.get("stream") { [self] request, context in try await eventStream(request, token: try token(context)) }
         let rooms = router.group("v1/rooms").add(middleware: AuthenticationMiddleware(verifier: verifier, metrics: metrics))
         rooms.get(":room/notifications") { [self] request, context in try await listRoom(request, context: context) }
@@ -295,6 +312,45 @@ public final class Gateway: Sendable {
         }
         try await repository.setDeliveryAddresses(addresses, owner: user)
         return jsonResponse(addresses.json)
+    }
+
+    /// The user and channel of a signed unsubscribe link; a 400 for a
+    /// link that was cut or altered.
+    private func unsubscribeTarget(_ request: Request) throws -> (String, DeliveryChannel) {
+        let query = request.uri.queryParameters
+        guard let user = query["user"].map(String.init), !user.isEmpty,
+              let channel = query["channel"].flatMap({ DeliveryChannel(rawValue: String($0)) }),
+              let token = query["token"].map(String.init),
+              unsubscribeLinks.verify(owner: user, channel: channel, token: token) else {
+            throw APIError.badRequest("this unsubscribe link is incomplete or altered; use the whole link from the email")
+        }
+        return (user, channel)
+    }
+
+    /// `GET /v1/unsubscribe?user=&channel=&token=`: a page whose button
+    /// confirms. A GET changes nothing, since mail scanners follow links.
+    private func unsubscribePage(_ request: Request) throws -> Response {
+        let (_, channel) = try unsubscribeTarget(request)
+        let action = "/v1/unsubscribe?" + (request.uri.query ?? "")
+        let page = UnsubscribePage.html(
+            message: "Stop \(channel.rawValue) notifications?",
+            form: #"<form method="post" action="\#(UnsubscribePage.escaped(action))"><button type="submit">Unsubscribe</button></form>"#)
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
+    }
+
+    /// `POST /v1/unsubscribe?user=&channel=&token=`: the page's button, or a
+    /// mail client's one-click `List-Unsubscribe=One-Click` (RFC 8058).
+    /// Mutes the channel in the user's preferences; repeating it is harmless.
+    private func unsubscribe(_ request: Request) async throws -> Response {
+        let (user, channel) = try unsubscribeTarget(request)
+        var preferences = try await repository.preferences(owner: user)
+        if !preferences.mutedChannels.contains(channel) {
+            preferences.mutedChannels.insert(channel)
+            try await repository.setPreferences(preferences, owner: user)
+            logger.info("unsubscribed by link", metadata: ["user": .string(user), "channel": .string(channel.rawValue)])
+        }
+        let page = UnsubscribePage.html(message: "You will get no more \(channel.rawValue) notifications. You can turn them back on in the app's settings.", form: "")
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
     }
 
     /// `whsec_` and 32 random bytes, base64url.

@@ -42,6 +42,12 @@ public struct GatewayConfiguration: Sendable {
     /// The worker's JetStream consumer, whose backlog `/health` and
     /// `/metrics` report; `nil` when events come over core NATS.
     public var consumer: ConsumerName?
+    /// What signs the email unsubscribe links (`UNSUBSCRIBE_SECRET`);
+    /// `nil`: `jwtSecret`. The dispatcher must use the same.
+    public var unsubscribeSecret: String? = nil
+    /// The VAPID public key browsers subscribe with
+    /// (`GET /v1/channels/webpush/key`); `nil` when Web Push is off.
+    public var vapidPublicKey: String? = nil
 
     public init(
         host: String = "0.0.0.0",

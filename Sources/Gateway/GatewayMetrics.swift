@@ -52,7 +52,7 @@ struct GatewayMetrics: Sendable {
     static let routes: Set<String> = [
         "/", "/health", "/metrics", "/ws", "/dev/token", "/dev/events", "/v1/notifications",
         "/v1/notifications/unread_count", "/v1/notifications/read", "/v1/notifications/stream", "/v1/preferences",
-        "/v1/notifications/receipts", "/v1/channels", "/v1/channels/webpush",
+        "/v1/notifications/receipts", "/v1/channels", "/v1/channels/webpush", "/v1/channels/webpush/key", "/v1/unsubscribe",
     ]
 
     /// Records one HTTP request's duration by route, method and status.

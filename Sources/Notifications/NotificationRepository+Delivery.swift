@@ -25,6 +25,16 @@ extension NotificationRepository {
         }
     }
 
+    /// Drops the push subscription at `endpoint` from `owner`'s addresses:
+    /// the push service said it is gone (404 or 410).
+    public func removePushSubscription(endpoint: String, owner: String) async throws(KeyValueStoreError) {
+        var addresses = try await deliveryAddresses(owner: owner)
+        let before = addresses.pushSubscriptions.count
+        addresses.pushSubscriptions.removeAll { $0.endpoint == endpoint }
+        guard addresses.pushSubscriptions.count != before else { return }
+        try await setDeliveryAddresses(addresses, owner: owner)
+    }
+
     /// The owner's addresses and preferences, read together.
     public func deliveryTargets(owner: String) async throws(KeyValueStoreError) -> (DeliveryAddresses, Preferences) {
         let keys = [Self.addressesKey(owner), Self.preferencesKey(owner)]

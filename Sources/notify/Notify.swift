@@ -12,7 +12,7 @@ struct Notify: AsyncParsableCommand {
             Every setting comes from the environment (see the README) and may be \
             overridden by the matching flag.
             """,
-        subcommands: [ServeCommand.self, WorkerCommand.self, GatewayCommand.self, DispatcherCommand.self, PublishCommand.self, SubscribeCommand.self, StoreCommand.self, DeadLetterCommand.self, DoctorCommand.self]
+        subcommands: [ServeCommand.self, WorkerCommand.self, GatewayCommand.self, DispatcherCommand.self, PublishCommand.self, SubscribeCommand.self, StoreCommand.self, DeadLetterCommand.self, DoctorCommand.self, WebPushKeysCommand.self]
     )
 }
 

@@ -121,7 +121,7 @@ struct Runtime {
         guard !settings.channels.isEmpty else { return [] }
         do {
             return [try await Dispatcher.prepare(
-                configuration: settings.configuration, connection: connection, repository: repository, senders: settings.senders(),
+                configuration: settings.configuration, connection: connection, repository: repository, senders: settings.senders(repository: repository, logger: logger),
                 logger: logger)]
         } catch {
             await close()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Delivery
 import DynamoDBStore
 import Foundation
 import NATS
@@ -379,6 +380,14 @@ struct GatewaySettings {
             maxRoomsPerConnection: maxRooms, maxConnectionsPerUser: maxConnections,
             production: common.production, version: notifyVersion,
             consumer: consumer)
+        gateway.unsubscribeSecret = reader.raw("UNSUBSCRIBE_SECRET", flag: nil)
+        if let key = reader.raw("VAPID_PRIVATE_KEY", flag: nil) {
+            do {
+                gateway.vapidPublicKey = try VAPIDKey(base64URL: key).publicKey
+            } catch {
+                throw SettingsError(message: error.description)
+            }
+        }
     }
 }
 

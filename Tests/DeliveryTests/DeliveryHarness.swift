@@ -30,12 +30,25 @@ struct DeliveryHarness: Sendable {
     static func run(
         senders: [any ChannelSender], configuration: DeliveryConfiguration = testConfiguration, _ body: (DeliveryHarness) async throws -> Void
     ) async throws {
+        try await run(makeSenders: { _ in senders }, configuration: configuration, body)
+    }
+
+    /// The templates the worker renders with; senders render with them too.
+    static func templates() throws -> NotificationTemplates {
+        try NotificationTemplates(appURL: "https://app.example.com")
+    }
+
+    /// - Parameter makeSenders: senders that need the harness's repository.
+    static func run(
+        makeSenders: (NotificationRepository) throws -> [any ChannelSender], configuration: DeliveryConfiguration = testConfiguration,
+        _ body: (DeliveryHarness) async throws -> Void
+    ) async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
                 let location = try await StoreLocation.make(.sqlite, directory: directory)
                 let opened = try await location.open()
                 let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
-                let templates = try NotificationTemplates(appURL: "https://app.example.com")
+                let templates = try templates()
                 let repository = NotificationRepository(
                     store: opened.store, subjects: OutboundSubjects(dispatch: configuration.dispatchSubject), texts: templates)
                 try await Dispatcher.ensureStream(configuration, connection: connection)
@@ -43,7 +56,8 @@ struct DeliveryHarness: Sendable {
                     configuration: WorkerConfiguration(streamStorage: .memory, ackWait: .seconds(5), fetchWait: .milliseconds(100)),
                     connection: connection, repository: repository, logger: quietLogger)
                 let dispatcher = try await Dispatcher.prepare(
-                    configuration: configuration, connection: connection, repository: repository, senders: senders, logger: quietLogger)
+                    configuration: configuration, connection: connection, repository: repository, senders: try makeSenders(repository),
+                    logger: quietLogger)
                 let group = ServiceGroup(services: [worker, dispatcher], logger: quietLogger)
                 let task = Task { try await group.run() }
                 let harness = DeliveryHarness(

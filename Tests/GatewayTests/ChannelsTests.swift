@@ -1,4 +1,6 @@
 import Foundation
+import Gateway
+import Notifications
 import Testing
 import TestSupport
 
@@ -79,6 +81,50 @@ struct ChannelsTests {
                 #expect(response.body.contains(message), "\(body): \(response.body)")
             }
             #expect(try await harness.get("/v1/channels", token: harness.token("u1")).body == #"{"email":null,"webpush":[],"webhook":null}"#)
+        }
+    }
+
+    @Test("an email's unsubscribe link: GET asks, POST (one-click) mutes email; an altered link changes nothing")
+    func unsubscribe() async throws {
+        try await GatewayHarness.run { harness in
+            // The dispatcher signs with the same secret (JWT_SECRET here).
+            let links = UnsubscribeLinks(baseURL: "http://127.0.0.1:\(harness.port)", secret: GatewayHarness.secret)
+            let url = try #require(URLComponents(string: links.url(owner: "u_1-x", channel: .email)))
+            let path = url.percentEncodedPath + "?" + (url.percentEncodedQuery ?? "")
+            let page = try await httpRequest(port: harness.port, "GET", path)
+            #expect(page.status == 200)
+            #expect(page.body.contains("<form method=\"post\""))
+            let preferences = { try await harness.get("/v1/preferences", token: harness.token("u_1-x")).json["muted_channels"] as? [String] }
+            #expect(try await preferences() ?? [] == [], "a GET (a mail scanner following the link) changes nothing")
+
+            let altered = path.replacingOccurrences(of: "channel=email", with: "channel=webhook")
+            #expect(try await httpRequest(port: harness.port, "POST", altered).status == 400)
+            let otherUser = path.replacingOccurrences(of: "user=u_1-x", with: "user=u_2-x")
+            #expect(try await httpRequest(port: harness.port, "POST", otherUser).status == 400)
+            #expect(try await httpRequest(port: harness.port, "POST", "/v1/unsubscribe?user=u1&channel=email").status == 400)
+            #expect(try await preferences() ?? [] == [])
+
+            let oneClick = try await httpRequest(
+                port: harness.port, "POST", path, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "List-Unsubscribe=One-Click")
+            #expect(oneClick.status == 200)
+            #expect(try await preferences() == ["email"])
+            // Again: still 200, still muted once.
+            #expect(try await httpRequest(port: harness.port, "POST", path).status == 200)
+            #expect(try await preferences() == ["email"])
+        }
+    }
+
+    @Test("GET /v1/channels/webpush/key gives the VAPID public key, without a token; 404 when Web Push is off")
+    func vapidKey() async throws {
+        try await GatewayHarness.run(configure: { $0.vapidPublicKey = ChannelsTests.key }) { harness in
+            let response = try await harness.get("/v1/channels/webpush/key", token: nil)
+            #expect(response.status == 200)
+            #expect(response.json["public_key"] as? String == Self.key)
+        }
+        try await GatewayHarness.run { harness in
+            let response = try await harness.get("/v1/channels/webpush/key", token: nil)
+            #expect(response.status == 404)
+            #expect(response.body.contains("VAPID_PRIVATE_KEY"))
         }
     }
 }

@@ -3,6 +3,7 @@ import DynamoDBStore
 import Gateway
 import KeyValueStore
 import NATS
+import ProcessSupport
 import Notifications
 import SQLiteStore
 import Synchronization
@@ -131,7 +132,7 @@ struct NotifyCommandTests {
         ("SQLITE_SYNCHRONOUS", "off"), ("NATS_JETSTREAM", "maybe"), ("NATS_CREDS_FILE", "/nonexistent/user.creds"),
         ("NATS_BACKOFF", "1s,5s,10s,20s,40s"), ("NOTIF_TTL_DAYS", "-1"), ("NOTIF_TTL_DAYS", "90d"),
         ("READ_TTL_DAYS", "0"), ("READ_TTL_DAYS", "91"), ("AGGREGATE_WINDOW", "an hour"),
-        ("DELIVERY_CHANNELS", "sms"), ("DELIVERY_CHANNELS", "email"), ("TEMPLATES_DIR", "/nonexistent/templates"),
+        ("DELIVERY_CHANNELS", "sms"), ("TEMPLATES_DIR", "/nonexistent/templates"),
         ("APP_URL", "ftp://app.example.com"), ("DELIVERY_MAX_ATTEMPTS", "0"), ("DELIVERY_BACKOFF", "soon"),
     ])
     func aBadSettingIsAOneLineErrorNamingIt(variable: String, value: String) async throws {
@@ -161,11 +162,76 @@ struct NotifyCommandTests {
         }
     }
 
+    /// Email and Web Push settings that are missing or wrong, each with
+    /// the message that says what to fix.
+    static let badChannelSettings: [(environment: [String: String], message: String)] = {
+        let email = ["DELIVERY_CHANNELS": "email", "JWT_SECRET": String(repeating: "s", count: 32)]
+        let smtp = email.merging(["SMTP_URL": "smtp://user:pa%40ss@smtp.example.com:587"]) { $1 }
+        let webpush = ["DELIVERY_CHANNELS": "webpush"]
+        return [
+            (email, "SMTP_URL is required"),
+            (email.merging(["SMTP_URL": "http://smtp.example.com"]) { $1 }, "SMTP_URL must look like"),
+            (email.merging(["SMTP_URL": "smtp://user@smtp.example.com"]) { $1 }, "both a user and a password"),
+            (smtp.merging(["SMTP_TLS": "none"]) { $1 }, "in the clear"),
+            (smtp.merging(["SMTP_TLS": "ssl"]) { $1 }, "SMTP_TLS='ssl' must be starttls, tls or none"),
+            (smtp.merging(["SMTP_CA_FILE": "/nonexistent/ca.pem"]) { $1 }, "SMTP_CA_FILE"),
+            (smtp, "SMTP_FROM is required"),
+            (smtp.merging(["SMTP_FROM": "notify"]) { $1 }, "SMTP_FROM='notify' must be"),
+            (smtp.merging(["SMTP_FROM": "notify@example.com", "JWT_SECRET": ""]) { $1 }, "UNSUBSCRIBE_SECRET"),
+            (smtp.merging(["SMTP_FROM": "notify@example.com", "PUBLIC_URL": "notify.example.com"]) { $1 }, "PUBLIC_URL"),
+            (webpush, "VAPID_PRIVATE_KEY is required"),
+            (webpush.merging(["VAPID_PRIVATE_KEY": "AAAA"]) { $1 }, "32-byte P-256 private key"),
+            (webpush.merging(["VAPID_PRIVATE_KEY": "jmCMoMQi9S1d1s3lyQj3eDFXWUhH8m1vtTrAbZSkmM8"]) { $1 }, "VAPID_SUBJECT is required"),
+        ]
+    }()
+
+    @Test func badEmailAndWebPushSettingsAreOneLineErrorsSayingWhatToFix() async throws {
+        try await withTemporaryDirectory { directory in
+            for (extra, message) in Self.badChannelSettings {
+                var environment = Self.environment(nil, data: directory, extra)
+                if extra["JWT_SECRET"] == "" { environment["JWT_SECRET"] = nil }
+                let (status, output) = try await Self.run(["dispatcher"], environment: environment, in: directory)
+                #expect(status == 2, "\(extra)")
+                #expect(output.split(separator: "\n").count == 1, "\(output)")
+                #expect(output.contains(message), "\(extra): \(output)")
+                #expect(!output.contains("pa%40ss") && !output.contains("pa@ss"), "a password never appears in an error")
+            }
+        }
+    }
+
+    @Test func webpushKeysPrintsAKeyPairTheGatewayServes() async throws {
+        try await withNATSServer { server in
+            try await withTemporaryDirectory { directory in
+                let (status, output) = try await Self.run(["webpush-keys"], environment: Self.environment(nil, data: directory), in: directory)
+                #expect(status == 0)
+                var values: [String: String] = [:]
+                for line in output.split(separator: "\n") {
+                    let pair = line.split(separator: "=", maxSplits: 1)
+                    if pair.count == 2 { values[String(pair[0])] = String(pair[1]) }
+                }
+                let privateKey = try #require(values["VAPID_PRIVATE_KEY"])
+                let publicKey = try #require(values["VAPID_PUBLIC_KEY"])
+                #expect(privateKey.count == 43 && publicKey.count == 87)
+                let port = try LoopbackSocket.freePort()
+                let gateway = try ChildProcess.spawn(Self.executable, arguments: ["gateway", "--port", String(port)], environment: Self.environment(server, data: directory, [
+                    "JWT_SECRET": String(repeating: "s", count: 32), "VAPID_PRIVATE_KEY": privateKey,
+                ]), outputPath: directory.file("gateway.log"))
+                try await gateway.waitForOutput(containing: "gateway listening")
+                let response = try await httpRequest(port: port, "GET", "/v1/channels/webpush/key")
+                #expect(response.json["public_key"] as? String == publicKey)
+                gateway.signal(SIGTERM)
+                #expect(try await gateway.wait(timeout: .seconds(10)) == 0)
+            }
+        }
+    }
+
     @Test func serveRunsWorkerDispatcherAndGatewayAndStopsWithStatus0OnSIGTERM() async throws {
         try await withNATSServer { server in
             try await withTemporaryDirectory { directory in
                 let serve = try ChildProcess.spawn(Self.executable, arguments: ["serve", "--port", "0"], environment: Self.environment(server, data: directory, [
-                    "JWT_SECRET": String(repeating: "s", count: 32), "DELIVERY_CHANNELS": "webhook",
+                    "JWT_SECRET": String(repeating: "s", count: 32), "DELIVERY_CHANNELS": "email,webpush,webhook",
+                    "SMTP_URL": "smtp://127.0.0.1:1", "SMTP_FROM": "Notify <notify@example.com>",
+                    "VAPID_PRIVATE_KEY": "jmCMoMQi9S1d1s3lyQj3eDFXWUhH8m1vtTrAbZSkmM8", "VAPID_SUBJECT": "mailto:ops@example.com",
                 ]), outputPath: directory.file("serve.log"))
                 try await serve.waitForOutput(containing: "gateway listening")
                 try await serve.waitForOutput(containing: "worker running")

@@ -6,7 +6,7 @@ import Synchronization
 
 /// A DynamoDB-compatible server (moto's server mode) on loopback, started
 /// once per test process by `scripts/moto-server.py` and gone when the
-/// process ends. `make test` installs moto (`scripts/install-moto.sh`).
+/// process ends. `make test` installs moto (`scripts/install-test-servers.sh`).
 public enum DynamoDBEmulator {
     /// Whether the DynamoDB backend is tested: moto can be imported, or
     /// `CI=true` (where its absence must fail the run, not skip tests).
