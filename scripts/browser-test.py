@@ -4,7 +4,8 @@
 Starts nats-server and `notify serve` on free ports, drives headless
 Chromium through chromedriver (W3C WebDriver over HTTP, standard library
 only), and checks that the page loads, shows a notification published while
-it is open, and that the unread badge drops after "Mark all read". Saves a
+it is open with its webhook delivery status (sent, to a receiver run by
+the test), and that the unread badge drops after "Mark all read". Saves a
 screenshot to .build/demo-page.png. Exits non-zero on any failure.
 """
 import base64
@@ -16,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,8 +96,34 @@ class WebDriver:
             pass
 
 
+class WebhookReceiver(BaseHTTPRequestHandler):
+    """Answers every POST 200 and counts them."""
+    received = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        WebhookReceiver.received += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def request_json(method, url, body, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="notify-browser-")
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), WebhookReceiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     processes = []
     driver = None
     try:
@@ -104,13 +133,18 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         env = dict(os.environ, NATS_URL=f"nats://127.0.0.1:{nats_port}", DATA_DIR=os.path.join(work, "data"),
                    PORT=str(http_port), HOST="127.0.0.1", JWT_SECRET="browser-test-secret-of-32-bytes!!",
-                   NATS_STREAM_STORAGE="memory")
+                   NATS_STREAM_STORAGE="memory", DELIVERY_CHANNELS="webhook", DELIVERY_BACKOFF="200ms")
         log = open(os.path.join(work, "serve.log"), "w")
         time.sleep(0.5)
         processes.append(subprocess.Popen([NOTIFY, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_for(lambda: "gateway listening" in open(os.path.join(work, "serve.log")).read(), what="notify serve")
         processes.append(subprocess.Popen(["chromedriver", f"--port={driver_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(lambda: _answers(driver_port), what="chromedriver")
+
+        # Ana's webhook, set through the API the way an app would.
+        base = f"http://127.0.0.1:{http_port}"
+        token = request_json("POST", base + "/dev/token", {"user": "ana"})["token"]
+        request_json("PUT", base + "/v1/channels", {"webhook": {"url": f"http://127.0.0.1:{receiver.server_port}/hook"}}, token)
 
         driver = WebDriver(driver_port)
         driver.open(f"http://127.0.0.1:{http_port}/")
@@ -127,6 +161,8 @@ def main():
         wait_for(lambda: "Ben from the browser test" in driver.text("#feed"), what="the published notification")
         wait_for(lambda: driver.text("#badge") == "1", what="the unread badge to show 1")
         assert driver.elements("#feed li.unread"), "the notification is shown as unread"
+        wait_for(lambda: "webhook: sent" in driver.text("#feed"), what="the webhook delivery status on the page")
+        assert WebhookReceiver.received == 1, f"the webhook got {WebhookReceiver.received} requests"
 
         driver.click("#read")
         wait_for(lambda: driver.text("#badge") == "0", what="the badge to drop after mark-read")
@@ -141,7 +177,7 @@ def main():
         assert len(driver.elements("#feed li")) == 1, "one entry for the group"
         os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
         driver.screenshot(SCREENSHOT)
-        print(f"browser test passed: page loaded, live notification shown, badge 1 → 0 after mark-read, a second like folded into it (unread again); screenshot {SCREENSHOT}")
+        print(f"browser test passed: page loaded, live notification shown with its webhook delivery (sent), badge 1 → 0 after mark-read, a second like folded into it (unread again); screenshot {SCREENSHOT}")
         return 0
     except Exception as error:
         print(f"browser test failed: {error}", file=sys.stderr)
@@ -158,6 +194,7 @@ def main():
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        receiver.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
 

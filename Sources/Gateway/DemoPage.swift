@@ -19,6 +19,9 @@ enum DemoPage {
   li { padding: .6rem .8rem; border-bottom: 1px solid #eee; }
   li.unread { background: #fff8e1; font-weight: 600; }
   small { color: #777; font-weight: normal; }
+  .deliveries { display: block; margin-top: .2rem; font-size: .8em; font-weight: normal; color: #555; }
+  .deliveries span { margin-right: .6rem; }
+  .deliveries .sent { color: #2e7d32; } .deliveries .failed { color: #c62828; } .deliveries .pending, .deliveries .retrying { color: #ef6c00; }
 </style>
 </head>
 <body>
@@ -28,6 +31,7 @@ enum DemoPage {
   <button id="connect">Connect</button>
   <button id="publish" disabled>Publish a test event</button>
   <button id="read" disabled>Mark all read</button>
+  <button id="push" disabled title="Web Push to this browser (needs VAPID_PRIVATE_KEY and DELIVERY_CHANNELS=webpush)">Enable push</button>
   <span id="status">not connected</span>
 </header>
 <ul id="feed"></ul>
@@ -44,14 +48,27 @@ function render() {
     const li = document.createElement("li");
     li.className = n.read ? "read" : "unread"; li.dataset.id = n.id;
     const others = (n.actor_count || 1) - 1;
-    li.textContent = `${n.username || n.trigger_user}${others ? ` and ${others} other${others > 1 ? "s" : ""}` : ""} · action ${n.action} on ${n.resource_type} ${n.resource_id} `;
-    const small = document.createElement("small"); small.textContent = n.excerpt || ""; li.appendChild(small);
+    li.textContent = (n.title || `${n.username || n.trigger_user}${others ? ` and ${others} other${others > 1 ? "s" : ""}` : ""} · action ${n.action} on ${n.resource_type} ${n.resource_id}`) + " ";
+    const small = document.createElement("small"); small.textContent = n.body ?? n.excerpt ?? ""; li.appendChild(small);
+    // Delivery beyond the app: one status per channel (email, webpush, webhook).
+    if ((n.deliveries || []).length) {
+      const line = document.createElement("span"); line.className = "deliveries";
+      n.deliveries.forEach((d) => {
+        const s = document.createElement("span"); s.className = d.status;
+        s.textContent = `${d.channel}: ${d.status}${d.attempts > 1 ? ` (${d.attempts} tries)` : ""}`;
+        if (d.error) s.title = d.error;
+        line.appendChild(s);
+      });
+      li.appendChild(line);
+    }
     list.appendChild(li);
   });
 }
 // One entry per group: an updated group replaces the id it had (and a
 // replayed one the entry with its group_id).
+let lastLive = 0;
 function put(n, replaces) {
+  lastLive = Date.now();
   let wasUnread = false;
   for (const [id, old] of items) {
     if (id === n.id || id === replaces || (n.group_id && old.group_id === n.group_id)) { if (!old.read) wasUnread = true; items.delete(id); }
@@ -96,16 +113,53 @@ function open() {
     else if (frame.type === "reset" || frame.type === "quiet_hours.summary") load();
   };
 }
+// Delivery statuses change in the store, not on the socket: reload while a
+// delivery may still change (just arrived, pending or being retried).
+setInterval(() => {
+  if (!token) return;
+  const settling = [...items.values()].some((n) => (n.deliveries || []).some((d) => d.status === "pending" || d.status === "retrying"));
+  if (settling || Date.now() - lastLive < 30000) load().catch(() => {});
+}, 3000);
+function bytes(base64url) {
+  const text = atob(base64url.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(text, (c) => c.charCodeAt(0));
+}
+$("push").onclick = async () => {
+  try {
+    const { public_key } = await api("/v1/channels/webpush/key");
+    const registration = await navigator.serviceWorker.register("/dev/sw.js", { scope: "/" });
+    await navigator.serviceWorker.ready;
+    const subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: bytes(public_key) });
+    await api("/v1/channels/webpush", { method: "POST", body: JSON.stringify(subscription) });
+    $("status").textContent = `push on for ${$("user").value}`;
+  } catch (e) { $("status").textContent = `push: ${e.message}`; }
+};
 $("connect").onclick = async () => {
   const { token: t } = await api("/dev/token", { method: "POST", body: JSON.stringify({ user: $("user").value }) });
   token = t; lastId = null; if (socket) { socket.onclose = null; socket.close(); }
   await load(); open();
-  $("publish").disabled = false; $("read").disabled = false;
+  $("publish").disabled = false; $("read").disabled = false; $("push").disabled = !("serviceWorker" in navigator && "PushManager" in window);
 };
 $("publish").onclick = () => api("/dev/events", { method: "POST", body: JSON.stringify({ user: $("user").value }) });
 $("read").onclick = () => api("/v1/notifications/read", { method: "POST", body: JSON.stringify({ all: true }) });
 </script>
 </body>
 </html>
+"""#
+
+    /// The demo's service worker: shows each push as a system notification
+    /// (one per notification id: a repeat replaces it) and opens its link
+    /// when clicked. An app's own worker does the same with the payload
+    /// `{"id","title","body","url","icon","created_at"}`.
+    static let serviceWorker = #"""
+self.addEventListener("push", (event) => {
+  const n = event.data ? event.data.json() : {};
+  event.waitUntil(self.registration.showNotification(n.title || "notify", { body: n.body || "", tag: n.id, icon: n.icon, data: { url: n.url } }));
+});
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const url = event.notification.data && event.notification.data.url;
+  if (url) event.waitUntil(clients.openWindow(url));
+});
 """#
 }

@@ -11,6 +11,12 @@ enum DevelopmentRoutes {
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: DemoPage.html)))
         }
+        router.get("/dev/sw.js") { _, _ in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/javascript; charset=utf-8", .init("Service-Worker-Allowed")!: "/", .cacheControl: "no-cache"],
+                body: .init(byteBuffer: ByteBuffer(string: DemoPage.serviceWorker)))
+        }
         router.post("/dev/token") { request, _ -> Response in
             let user = try await userField(request)
             let expires = unixNow() + 3_600

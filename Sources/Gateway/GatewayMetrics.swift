@@ -50,7 +50,7 @@ struct GatewayMetrics: Sendable {
     /// Routes with a label of their own; anything else is `other`, so a
     /// scanner cannot grow the number of series.
     static let routes: Set<String> = [
-        "/", "/health", "/metrics", "/ws", "/dev/token", "/dev/events", "/v1/notifications",
+        "/", "/health", "/metrics", "/ws", "/dev/token", "/dev/events", "/dev/sw.js", "/v1/notifications",
         "/v1/notifications/unread_count", "/v1/notifications/read", "/v1/notifications/stream", "/v1/preferences",
         "/v1/notifications/receipts", "/v1/channels", "/v1/channels/webpush", "/v1/channels/webpush/key", "/v1/unsubscribe",
     ]
