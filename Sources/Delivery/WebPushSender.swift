@@ -97,25 +97,7 @@ public struct WebPushSender: ChannelSender {
         http.headers.add(name: "Urgency", value: record.priority == .high ? "high" : record.priority == .low ? "low" : "normal")
         http.headers.add(name: "Authorization", value: authorization)
         http.body = .bytes(ByteBuffer(bytes: body))
-        do {
-            let response = try await client.execute(http, timeout: TimeAmount(timeout))
-            _ = try? await response.body.collect(upTo: 64 * 1024)
-            let status = Int(response.status.code)
-            switch status {
-            case 200..<300:
-                return .sent
-            case 404, 410:
-                return .permanent(reason: "gone: the push service answered \(response.status); the subscription expired or was revoked")
-            case 408, 429, 500...599:
-                return .transient(reason: "http_\(status): the push service answered \(response.status)", retryAfter: WebhookSender.retryAfter(response.headers.first(name: "Retry-After")))
-            default:
-                return .permanent(reason: "http_\(status): the push service answered \(response.status)")
-            }
-        } catch let error as HTTPClientError where [.deadlineExceeded, .readTimeout, .connectTimeout, .writeTimeout].contains(error) {
-            return .transient(reason: "timeout: no answer within \(timeout)")
-        } catch {
-            return .transient(reason: "connection: \(error)")
-        }
+        return await HTTPDelivery.send(http, client: client, timeout: timeout, peer: "the push service", gone: [404, 410])
     }
 
     /// `{"id","title","body","url","icon","created_at"}`, the body cut to

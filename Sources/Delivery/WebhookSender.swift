@@ -61,34 +61,6 @@ public struct WebhookSender: ChannelSender {
         http.headers.add(name: "Notify-Webhook-Id", value: request.jobID)
         http.headers.add(name: "Notify-Signature", value: Self.signature(secret: webhook.secret, timestamp: clock(), body: body))
         http.body = .bytes(ByteBuffer(bytes: body))
-        do {
-            let response = try await client.execute(http, timeout: TimeAmount(timeout))
-            _ = try? await response.body.collect(upTo: 64 * 1024)
-            let status = Int(response.status.code)
-            switch status {
-            case 200..<300:
-                return .sent
-            case 408, 429, 500...599:
-                return .transient(reason: "http_\(status): the webhook answered \(response.status)", retryAfter: Self.retryAfter(response.headers.first(name: "Retry-After")))
-            default:
-                return .permanent(reason: "http_\(status): the webhook answered \(response.status)")
-            }
-        } catch let error as HTTPClientError where [.deadlineExceeded, .readTimeout, .connectTimeout, .writeTimeout].contains(error) {
-            return .transient(reason: "timeout: no answer within \(timeout)")
-        } catch {
-            return .transient(reason: "connection: \(error)")
-        }
-    }
-
-    /// `Retry-After` as seconds or an HTTP date; `nil` when absent or unreadable.
-    static func retryAfter(_ value: String?, now: Date = Date()) -> Duration? {
-        guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-        if let seconds = Int(value) { return .seconds(max(0, seconds)) }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        guard let date = formatter.date(from: value) else { return nil }
-        return .milliseconds(Int64(max(0, date.timeIntervalSince(now)) * 1000))
+        return await HTTPDelivery.send(http, client: client, timeout: timeout, peer: "the webhook")
     }
 }

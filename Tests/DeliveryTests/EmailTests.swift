@@ -1,6 +1,8 @@
 import Delivery
 import Foundation
 import NATS
+import NIOCore
+import NIOPosix
 import Notifications
 import Testing
 import TestSupport
@@ -154,6 +156,24 @@ struct EmailTests {
                 #expect(messages.first?["tls"] as? Bool == false)
             }
         }
+    }
+
+    @Test("a server that accepts the connection and never answers is a transient timeout, within the deadline")
+    func silentServer() async throws {
+        // Accepts connections and never writes a byte.
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(listener.localAddress?.port)
+        let client = try SMTPClient(SMTPConfiguration(host: "127.0.0.1", port: port, security: .none, timeout: .seconds(1)))
+        let started = ContinuousClock.now
+        do {
+            try await client.send(Array("Subject: x\r\n\r\nx\r\n".utf8), from: "notify@example.com", to: "ana@example.com")
+            Issue.record("a silent server cannot accept a message")
+        } catch {
+            #expect(error.isTransient)
+            #expect(error.description.hasPrefix("timeout"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        try await listener.close()
     }
 
     @Test("a long non-ASCII subject is split into encoded words that decode back to it")
