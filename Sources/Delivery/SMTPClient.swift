@@ -106,9 +106,20 @@ public struct SMTPClient: Sendable {
     /// addresses); returns once the server accepted it (`250` after the
     /// data).
     public func send(_ message: [UInt8], from sender: String, to recipient: String) async throws(SMTPError) {
+        try await withDeadline { try await self.session((message, sender, recipient)) }
+    }
+
+    /// Connects, greets, protects and logs in as a send would, then quits
+    /// without sending: what `notify doctor` checks.
+    public func verify() async throws(SMTPError) {
+        try await withDeadline { try await self.session(nil) }
+    }
+
+    /// `body` within the configured timeout, its errors as ``SMTPError``.
+    private func withDeadline(_ body: @escaping @Sendable () async throws -> Void) async throws(SMTPError) {
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await self.session(message, from: sender, to: recipient) }
+                group.addTask { try await body() }
                 group.addTask {
                     try await Task.sleep(for: configuration.timeout)
                     throw SMTPError.transient("timeout: the SMTP exchange took longer than \(configuration.timeout)")
@@ -127,7 +138,8 @@ public struct SMTPClient: Sendable {
         }
     }
 
-    private func session(_ message: [UInt8], from sender: String, to recipient: String) async throws {
+    /// One connection; with `envelope`, the message is handed over.
+    private func session(_ envelope: (message: [UInt8], sender: String, recipient: String)?) async throws {
         let host = configuration.host
         let tls = self.tls
         let implicitTLS = configuration.security == .tls
@@ -159,11 +171,13 @@ public struct SMTPClient: Sendable {
             if let username = configuration.username, let password = configuration.password {
                 try await conversation.authenticate(username: username, password: password, extensions: extensions)
             }
-            let utf8 = extensions.contains("SMTPUTF8") && !(sender + recipient).allSatisfy(\.isASCII) ? " SMTPUTF8" : ""
-            try await conversation.command("MAIL FROM:<\(sender)>" + utf8, expect: 250)
-            try await conversation.command("RCPT TO:<\(recipient)>", expect: 250, 251)
-            try await conversation.command("DATA", expect: 354)
-            try await conversation.data(message)
+            if let (message, sender, recipient) = envelope {
+                let utf8 = extensions.contains("SMTPUTF8") && !(sender + recipient).allSatisfy(\.isASCII) ? " SMTPUTF8" : ""
+                try await conversation.command("MAIL FROM:<\(sender)>" + utf8, expect: 250)
+                try await conversation.command("RCPT TO:<\(recipient)>", expect: 250, 251)
+                try await conversation.command("DATA", expect: 354)
+                try await conversation.data(message)
+            }
             try? await conversation.command("QUIT", expect: 221)
         }
     }

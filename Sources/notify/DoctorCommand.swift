@@ -1,4 +1,5 @@
 import ArgumentParser
+import Delivery
 import DynamoDBStore
 import Foundation
 import KeyValueStore
@@ -16,18 +17,20 @@ struct DoctorCommand: AsyncParsableCommand {
     )
 
     enum Role: String, ExpressibleByArgument, CaseIterable {
-        case serve, worker, gateway
-        var runsWorker: Bool { self != .gateway }
-        var runsGateway: Bool { self != .worker }
+        case serve, worker, gateway, dispatcher
+        var runsWorker: Bool { self == .serve || self == .worker }
+        var runsGateway: Bool { self == .serve || self == .gateway }
+        var runsDelivery: Bool { self != .gateway }
     }
 
-    @Option(help: "The command to check the settings of: serve, worker or gateway.")
+    @Option(help: "The command to check the settings of: serve, worker, gateway or dispatcher.")
     var role: Role = .serve
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var workerOptions: WorkerOptions
     @OptionGroup var gatewayOptions: GatewayOptions
+    @OptionGroup var deliveryOptions: DeliveryOptions
 
     func run() async throws {
         var report = DoctorReport()
@@ -40,6 +43,12 @@ struct DoctorCommand: AsyncParsableCommand {
         }
         if role.runsGateway, let common {
             _ = report.check("settings: gateway (JWT_SECRET, ALLOWED_ORIGINS, PORT)") { try GatewaySettings(reader, common: common, flags: gatewayOptions, consumer: nil) }
+        }
+        if role.runsDelivery {
+            let delivery = report.check("settings: delivery (DELIVERY_CHANNELS, templates, SMTP, VAPID)") {
+                try DeliverySettings(reader, flags: deliveryOptions, worker: workerSettings)
+            }
+            if let email = delivery?.email { await report.checkSMTP(email.client) }
         }
         if let storeSettings {
             switch storeSettings.backend {
@@ -189,6 +198,21 @@ struct DoctorReport {
             } else {
                 fail("JetStream answers", error.description)
             }
+        }
+    }
+}
+
+extension DoctorReport {
+    /// Connects, greets, starts TLS and logs in as the dispatcher would;
+    /// sends nothing.
+    mutating func checkSMTP(_ client: SMTPClient) async {
+        let server = "\(client.configuration.host):\(client.configuration.port)"
+        do {
+            try await client.verify()
+            let login = client.configuration.username == nil ? "no login" : "login accepted"
+            pass("SMTP: \(server) (\(client.configuration.security.rawValue), \(login))")
+        } catch {
+            fail("SMTP: \(server)", error.description + (error.replyCode == 535 ? " (check the user and password in SMTP_URL)" : ""))
         }
     }
 }

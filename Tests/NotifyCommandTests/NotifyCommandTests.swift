@@ -84,6 +84,36 @@ struct NotifyCommandTests {
         }
     }
 
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["CI"] == "true" || PythonServerProcess.canImport("aiosmtpd")))
+    func doctorLogsInToTheSMTPServerWithoutSending() async throws {
+        try await withTemporaryDirectory { directory in
+            try await withNATSServer { server in
+                let smtp = try await PythonServerProcess.start(
+                    "smtp-server.py", arguments: ["--directory", directory.file("smtp"), "--username", "notify", "--password", "right"],
+                    log: directory.file("smtp.log"), name: "the SMTP server")
+                defer { smtp.stop() }
+                let port = smtp.address.split(separator: ":").last.map(String.init) ?? ""
+                func doctor(password: String) async throws -> (status: Int32, output: String) {
+                    try await Self.run(["doctor", "--role", "dispatcher"], environment: Self.environment(server, data: directory, [
+                        "JWT_SECRET": String(repeating: "s", count: 32), "DELIVERY_CHANNELS": "email",
+                        "SMTP_URL": "smtp://notify:\(password)@localhost:\(port)", "SMTP_FROM": "notify@example.com",
+                        "SMTP_CA_FILE": directory.file("smtp/cert.pem"),
+                    ]), in: directory)
+                }
+                let good = try await doctor(password: "right")
+                #expect(good.status == 0, "\(good.output)")
+                #expect(good.output.contains("ok    SMTP: localhost:\(port) (starttls, login accepted)"), "\(good.output)")
+                let bad = try await doctor(password: "wrong")
+                #expect(bad.status == 1)
+                #expect(bad.output.contains("FAIL  SMTP: localhost:\(port): the server answered AUTH PLAIN with 535"), "\(bad.output)")
+                #expect(bad.output.contains("check the user and password in SMTP_URL"))
+                #expect(!bad.output.contains("wrong"), "the password never appears")
+                let received = (try? String(contentsOfFile: directory.file("smtp/messages.jsonl"), encoding: .utf8)) ?? ""
+                #expect(received.isEmpty, "the doctor sends nothing")
+            }
+        }
+    }
+
     @Test func doctorNamesEveryProblemInPlainWords() async throws {
         try await withTemporaryDirectory { directory in
             let notADirectory = directory.file("plain-file")
