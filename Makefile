@@ -32,11 +32,14 @@ test: deps
 	@scripts/install-test-servers.sh
 	$(SWIFT) test
 
-## The demo page in headless Chromium (installs chromium and chromium-driver).
+## The demo page in headless Chromium (installs chromium and chromium-driver),
+## Web Push included (through scripts/fake-fcm.py, which needs cryptography).
 browser-test: deps
 	@scripts/install-packages.sh chromium chromium-driver
+	@scripts/install-test-servers.sh
 	$(SWIFT) build --product notify
-	python3 scripts/browser-test.py
+	@python=python3; [ -x .build/python/bin/python3 ] && python=.build/python/bin/python3; \
+		echo "$$python scripts/browser-test.py"; $$python scripts/browser-test.py
 
 ## Throughput and latency figures (release build): one line of JSON for
 ## the worker with aggregation off and one with it on (AGGREGATE_WINDOW 1h),
