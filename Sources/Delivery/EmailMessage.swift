@@ -1,4 +1,5 @@
 public import Foundation
+import Notifications
 
 /// A mailbox as in `From:`: an address and an optional display name.
 public struct Mailbox: Sendable, Hashable {
@@ -22,11 +23,9 @@ public struct Mailbox: Sendable, Hashable {
         self.name = name
     }
 
-    /// One `@`, something on both sides, no spaces, brackets or line breaks.
+    /// An address as `PUT /v1/channels` accepts it.
     static func isAddress(_ text: String) -> Bool {
-        let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-        return parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && text.utf8.count <= 254
-            && !text.contains(where: { $0.isWhitespace || $0.isNewline || "<>()[],;:\\\"".contains($0) })
+        DeliveryAddresses.isEmailAddress(text)
     }
 
     /// As a header value, the name encoded when it is not plain ASCII.

@@ -255,7 +255,7 @@ public struct DeliveryAddresses: Sendable, Hashable {
 
     /// One `@`, something on each side, a dot in the domain, no spaces or
     /// control characters (a header injection could not hide in it).
-    static func isEmailAddress(_ text: String) -> Bool {
+    public static func isEmailAddress(_ text: String) -> Bool {
         guard text.utf8.count <= 254, !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F || "<>,;\"()[]\\".unicodeScalars.contains($0) })
         else { return false }
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
