@@ -18,14 +18,9 @@ public struct Mailbox: Sendable, Hashable {
             let unquoted = display.hasPrefix("\"") && display.hasSuffix("\"") && display.count >= 2 ? String(display.dropFirst().dropLast()) : display
             name = unquoted.isEmpty ? nil : unquoted
         }
-        guard Self.isAddress(address), !(name ?? "").contains(where: { $0.isNewline || $0 == "<" || $0 == ">" || $0 == "\"" }) else { return nil }
+        guard DeliveryAddresses.isEmailAddress(address), !(name ?? "").contains(where: { $0.isNewline || $0 == "<" || $0 == ">" || $0 == "\"" }) else { return nil }
         self.address = address
         self.name = name
-    }
-
-    /// An address as `PUT /v1/channels` accepts it.
-    static func isAddress(_ text: String) -> Bool {
-        DeliveryAddresses.isEmailAddress(text)
     }
 
     /// As a header value, the name encoded when it is not plain ASCII.

@@ -26,7 +26,7 @@ public struct EmailSender: ChannelSender {
 
     public func send(_ request: DeliveryRequest) async -> DeliveryOutcome {
         guard let recipient = request.addresses.email else { return .permanent(reason: "no_address: the user has no email address") }
-        guard Mailbox.isAddress(recipient) else { return .permanent(reason: "bad_address: '\(recipient.prefix(80))' is not an email address") }
+        guard DeliveryAddresses.isEmailAddress(recipient) else { return .permanent(reason: "bad_address: '\(recipient.prefix(80))' is not an email address") }
         guard let message = message(for: request.record, to: recipient) else {
             return .permanent(reason: "no_template: no email template for this kind of notification")
         }

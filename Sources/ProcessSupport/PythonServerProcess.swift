@@ -9,6 +9,8 @@ public struct PythonServerProcess: Sendable {
     public let process: Process
     /// `127.0.0.1:<port>`.
     public let address: String
+    /// The port it listens on.
+    public var port: Int { Int(address.split(separator: ":").last ?? "") ?? 0 }
     /// Its output.
     public let log: String
 

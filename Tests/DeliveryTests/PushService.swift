@@ -8,7 +8,7 @@ import TestSupport
 /// with the subscription's private key.
 struct PushService {
     let server: PythonServerProcess
-    var port: Int { Int(server.address.split(separator: ":").last ?? "") ?? 0 }
+    var port: Int { server.port }
 
     /// Runs `body` with a new stand-in, stopped afterwards.
     static func run(_ body: (PushService) async throws -> Void) async throws {

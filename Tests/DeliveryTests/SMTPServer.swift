@@ -15,7 +15,7 @@ struct SMTPServer {
 
     let server: PythonServerProcess
     let directory: TemporaryDirectory
-    var port: Int { Int(server.address.split(separator: ":").last ?? "") ?? 0 }
+    var port: Int { server.port }
     /// The server's certificate, to trust as a root.
     var certificate: String { directory.file("cert.pem") }
 

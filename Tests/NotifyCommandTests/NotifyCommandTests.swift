@@ -92,7 +92,7 @@ struct NotifyCommandTests {
                     "smtp-server.py", arguments: ["--directory", directory.file("smtp"), "--username", "notify", "--password", "right"],
                     log: directory.file("smtp.log"), name: "the SMTP server")
                 defer { smtp.stop() }
-                let port = smtp.address.split(separator: ":").last.map(String.init) ?? ""
+                let port = smtp.port
                 func doctor(password: String) async throws -> (status: Int32, output: String) {
                     try await Self.run(["doctor", "--role", "dispatcher"], environment: Self.environment(server, data: directory, [
                         "JWT_SECRET": String(repeating: "s", count: 32), "DELIVERY_CHANNELS": "email",
