@@ -170,7 +170,7 @@ public final class Dispatcher: Service, CustomStringConvertible {
             try? message.term()
             return
         }
-        let attempt = Int(message.metadata.deliveryCount)
+        let delivery = Int(message.metadata.deliveryCount)
         let jobID = target.id + "." + channel.rawValue
         do {
             guard let record = try await repository.notification(owner: target.owner, id: target.id) else {
@@ -179,16 +179,24 @@ public final class Dispatcher: Service, CustomStringConvertible {
                 try? message.ack()
                 return
             }
-            if record.deliveries.first(where: { $0.channel == channel })?.status == .sent {
+            let recorded = record.deliveries.first { $0.channel == channel }
+            if recorded?.status == .sent || recorded?.status == .failed {
                 try? message.ack()
                 return
             }
+            // The try number counts the tries whose outcome was stored, not
+            // JetStream's deliveries: a redelivery after a store error or a
+            // stopped dispatcher is not a try.
+            let attempt = Int(recorded?.attempts ?? 0) + 1
+            // JetStream delivers the job no more after this: a retryable
+            // failure now is dead-lettered rather than dropped.
+            let lastDelivery = delivery >= configuration.jobConsumer.maxDeliver
             guard let sender = senders[channel] else {
                 await giveUp(message, target: target, channel: channel, attempts: attempt, reason: "not_configured: this dispatcher has no \(channel.rawValue) sender")
                 return
             }
             guard attempt <= configuration.maxAttempts else {
-                await giveUp(message, target: target, channel: channel, attempts: attempt - 1, reason: "interrupted: the last try did not finish (the dispatcher stopped)")
+                await giveUp(message, target: target, channel: channel, attempts: attempt - 1, reason: "interrupted: the last try's outcome was not stored (the dispatcher stopped)")
                 return
             }
             let (addresses, preferences) = try await repository.deliveryTargets(owner: target.owner)
@@ -211,7 +219,7 @@ public final class Dispatcher: Service, CustomStringConvertible {
                     [ChannelDelivery(channel: channel, status: .sent, attempts: Int64(attempt), at: now)], owner: target.owner, id: target.id)
                 metrics.sent(channel, lag: Double(now - record.receivedAt) / 1000)
                 try? message.ack()
-            case .transient(let reason, let retryAfter) where attempt < configuration.maxAttempts:
+            case .transient(let reason, let retryAfter) where attempt < configuration.maxAttempts && !lastDelivery:
                 let delay = retryAfter.map { min($0, configuration.maxRetryAfter) } ?? configuration.retryDelay(after: attempt)
                 try await repository.recordDelivery(
                     [ChannelDelivery(channel: channel, status: .retrying, attempts: Int64(attempt), error: reason, at: now)],
@@ -225,7 +233,8 @@ public final class Dispatcher: Service, CustomStringConvertible {
                 await giveUp(message, target: target, channel: channel, attempts: attempt, reason: reason)
             }
         } catch {
-            // The store failed: the job is tried again without counting against the channel.
+            // The store failed: the job is delivered again; the try counts
+            // only if its outcome was stored.
             logger.warning("a delivery job could not be handled; retrying", metadata: ["job": .string(jobID), "error": .string("\(error)")])
             try? message.nak(delay: .seconds(5))
         }
