@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
-public import NIOSSL
+import NIOSSL
 
 /// Where and how to hand email over: an SMTP submission server.
 public struct SMTPConfiguration: Sendable {
@@ -178,7 +178,7 @@ public struct SMTPClient: Sendable {
                 try await conversation.command("DATA", expect: 354)
                 try await conversation.data(message)
             }
-            try? await conversation.command("QUIT", expect: 221)
+            _ = try? await conversation.command("QUIT", expect: 221)
         }
     }
 

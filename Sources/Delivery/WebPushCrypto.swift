@@ -1,7 +1,7 @@
 public import Crypto
 import Foundation
 import JSON
-public import Notifications
+import Notifications
 
 /// Why a push message could not be built: a subscription's keys or the
 /// VAPID key are not what the standards say.
