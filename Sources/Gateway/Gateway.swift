@@ -43,6 +43,8 @@ public final class Gateway: Sendable {
     let devPublisher: JetStream?
     /// `/health` and `/metrics`.
     private let operations: OperationsEndpoints
+    /// The profile and resource changes followed (enrichment on).
+    private let changes: [NATSHandlerSubscription]
 
     /// - Parameter metricsText: the Prometheus exposition served at `/metrics`.
     public init(
@@ -63,10 +65,15 @@ public final class Gateway: Sendable {
         self.unsubscribeLinks = UnsubscribeLinks(baseURL: "", secret: configuration.unsubscribeSecret ?? configuration.jwtSecret)
         self.hub = UserHub(
             connection: connection, subjects: configuration.subjects,
-            maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics)
+            maxConnectionsPerUser: configuration.maxConnectionsPerUser, metrics: metrics, tracksActors: repository.enrichment)
         self.devPublisher = configuration.production ? nil : try JetStream(connection: connection)
         let hub = self.hub
+        self.changes = repository.enrichment
+            ? try Self.followChanges(connection: connection, repository: repository, hub: hub, subjects: configuration.subjects) : []
+        let cache = repository.cache
         connection.onReconnect { [weak hub, logger] url in
+            // Changes announced while away are missed: read them anew.
+            cache.clear()
             guard let closed = hub?.resumeAll() else { return }
             logger.info("NATS reconnected: live connections asked to resume from the store", metadata: [
                 "url": .string(url), "connections": .stringConvertible(closed),
@@ -77,6 +84,25 @@ public final class Gateway: Sendable {
             connection: connection, repository: repository, consumer: configuration.consumer, metrics: metrics,
             metricsText: metricsText, version: configuration.version,
             openConnections: { (open.webSockets.load(ordering: .relaxed), open.eventStreams.load(ordering: .relaxed)) })
+    }
+
+    /// Keeps the repository's profile and resource cache current from the
+    /// changes workers announce, and sends each `profile.updated` to the
+    /// connections that were shown that actor.
+    private static func followChanges(
+        connection: NATSConnection, repository: NotificationRepository, hub: UserHub, subjects: OutboundSubjects
+    ) throws -> [NATSHandlerSubscription] {
+        let cache = repository.cache
+        let profiles = try connection.subscribe(subjects.profiles + ".*.updated") { [weak hub] message in
+            guard let change = PublishedChange(message: message.payload) else { return }
+            cache.forget(change)
+            if case .profile(let user) = change.subject { hub?.profileChanged(user, frame: message.payload) }
+        }
+        let resources = try connection.subscribe(subjects.resourceUpdates) { message in
+            if let change = PublishedChange(message: message.payload) { cache.forget(change) }
+        }
+        cache.follow()
+        return [profiles, resources]
     }
 
     /// The services to run, in this order: token expiry, the HTTP server,
@@ -178,6 +204,7 @@ public final class Gateway: Sendable {
             return try await listFeed(request, user: user)
         case .room(let room):
             let page = try await repository.feed(owner: room.owner, limit: limit, before: before)
+            hub.noteActors(page.items.flatMap(\.actorIDs), for: room.owner)
             var json = JSONWriterBridge()
             json.roomFeed(page, room: room)
             return jsonResponse(json.bytes)
@@ -224,6 +251,7 @@ public final class Gateway: Sendable {
         guard let page = try await repository.actors(owner: user, notification: id, limit: limit, before: before) else {
             throw APIError(.notFound, code: "not_found", message: "no notification \(id) in your feed")
         }
+        hub.noteActors(page.items.map(\.triggerUser), for: user)
         var json = JSONWriterBridge()
         json.actors(page)
         return jsonResponse(json.bytes)
@@ -363,6 +391,7 @@ public final class Gateway: Sendable {
     private func listFeed(_ request: Request, user: String) async throws -> Response {
         let (limit, before) = try pageParameters(request)
         let page = try await repository.feed(owner: user, limit: limit, before: before)
+        hub.noteActors(page.items.flatMap(\.actorIDs), for: user)
         var json = JSONWriterBridge()
         json.feed(page, unread: try await repository.unreadCount(owner: user))
         return jsonResponse(json.bytes)

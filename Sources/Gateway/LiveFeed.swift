@@ -54,6 +54,11 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
                 joined.append(room)
             }
             hub.setQuietHours(try await repository.preferences(owner: user).quietHours, for: user)
+            if repository.enrichment {
+                // The client shows its newest page: its actors' profile
+                // changes are sent from now on (later pages read here add theirs).
+                hub.noteActors(try await repository.feed(owner: user, limit: Self.watchedPage).items.flatMap(\.actorIDs), for: user)
+            }
             var hello = JSONWriterBridge()
             hello.hello(user: user, unread: try await repository.unreadCount(owner: user))
             var opening = [hello.bytes]
@@ -97,6 +102,10 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
             throw error
         }
     }
+
+    /// How many of the newest notifications' actors a connection follows
+    /// from the start (the feed API's default page).
+    static var watchedPage: Int { 20 }
 
     /// `owner`'s notifications created after `since`, oldest first; `nil`
     /// when `since` is no id or more than ``GatewayConfiguration/maxReplay`` follow it.

@@ -165,6 +165,8 @@ final class UserHub: Sendable {
         var quietHours: QuietHours?
         /// New notifications held back during quiet hours, for the summary.
         var held = HeldNotifications()
+        /// Whose profile changes the clients are sent (enrichment).
+        var actors = ActorInterest()
     }
 
     /// New notifications not pushed during quiet hours.
@@ -189,7 +191,11 @@ final class UserHub: Sendable {
     private let maxConnectionsPerUser: Int
     private let metrics: GatewayMetrics
 
-    init(connection: NATSConnection, subjects: OutboundSubjects, maxConnectionsPerUser: Int, metrics: GatewayMetrics) {
+    /// Whether clients are sent their actors' profile changes (enrichment on).
+    private let tracksActors: Bool
+
+    init(connection: NATSConnection, subjects: OutboundSubjects, maxConnectionsPerUser: Int, metrics: GatewayMetrics, tracksActors: Bool = false) {
+        self.tracksActors = tracksActors
         self.connection = connection
         self.prefix = subjects.users
         self.roomPrefix = subjects.rooms
@@ -280,10 +286,12 @@ final class UserHub: Sendable {
                 setQuietHours(preferences.quietHours, for: user)
             }
         }
+        let actors = tracksActors ? Self.triggerUsers(in: frame) : []
         let (sinks, outcome) = entries.withLock { entries -> ([any LiveSink], Delivered) in
             guard let clients = entries[user]?.clients else { return ([], .pushed) }
             // In place: the ring is not copied.
             if let key, entries[user]?.recent.insert(key) == false { return ([], .repeated) }
+            for actor in actors { entries[user]?.actors.insert(actor) }
             if let quiet = entries[user]?.quietHours, let end = quiet.end(ifQuietAt: RepositoryClock.milliseconds() / 1000),
                let id = newNotificationID(frame), !isHighPriority(frame) {
                 hold(id, for: user, until: end, in: &entries)
@@ -352,6 +360,52 @@ final class UserHub: Sendable {
         }
     }
 
+    // MARK: Profile changes
+
+    /// Notes that `user`'s (or a room's, by ``Room/owner``) clients were
+    /// shown these actors: their profile changes are sent to them. Only
+    /// while connected here.
+    func noteActors(_ actors: some Sequence<String>, for user: String) {
+        guard tracksActors else { return }
+        entries.withLock { entries in
+            guard entries[user] != nil else { return }
+            for actor in actors { entries[user]?.actors.insert(actor) }
+        }
+    }
+
+    /// Sends `frame` (`profile.updated` of `actor`) to every connection
+    /// that was shown the actor; returns how many connections got it.
+    @discardableResult
+    func profileChanged(_ actor: String, frame: [UInt8]) -> Int {
+        let sinks = entries.withLock { entries in
+            entries.values.filter { $0.actors.contains(actor) }.flatMap { $0.clients.values }
+        }
+        for sink in sinks where sink.push(frame) == .becameSlow {
+            metrics.slowClient()
+        }
+        return sinks.count
+    }
+
+    /// The `trigger_user` values in a frame (the notification's and its
+    /// group's actors), found without parsing it: user ids need no escapes.
+    static func triggerUsers(in frame: [UInt8]) -> [String] {
+        let key = Array(#""trigger_user":""#.utf8)
+        var found: [String] = []
+        var index = 0
+        let end = frame.count - key.count
+        while index <= end {
+            guard frame[index] == key[0], frame[index..<index + key.count].elementsEqual(key) else {
+                index += 1
+                continue
+            }
+            let start = index + key.count
+            guard let close = frame[start...].firstIndex(of: UInt8(ascii: "\"")) else { break }
+            found.append(String(decoding: frame[start..<close], as: UTF8.self))
+            index = close + 1
+        }
+        return found
+    }
+
     /// Users and connections currently attached (rooms not counted).
     var counts: (users: Int, connections: Int) {
         entries.withLock { entries in
@@ -386,6 +440,28 @@ final class UserHub: Sendable {
             entry.subscription.unsubscribe()
             for sink in entry.clients.values { sink.close(.shutdown) }
         }
+    }
+}
+
+/// The actors a user's (or room's) clients were shown, up to
+/// ``capacity``; beyond that every profile change is theirs.
+struct ActorInterest {
+    static let capacity = 1_024
+    private var actors: Set<String> = []
+    private var all = false
+
+    mutating func insert(_ actor: String) {
+        guard !all else { return }
+        if actors.count >= Self.capacity {
+            all = true
+            actors = []
+        } else {
+            actors.insert(actor)
+        }
+    }
+
+    func contains(_ actor: String) -> Bool {
+        all || actors.contains(actor)
     }
 }
 

@@ -102,6 +102,30 @@ public struct EventSubjects: Sendable, Hashable {
         return nil
     }
 
+    /// What an update subject carries (enrichment).
+    public enum UpdateKind: String, Sendable, Hashable, CaseIterable {
+        /// `<prefix>.profile.updated`
+        case profile = "profile.updated"
+        /// `<prefix>.resource.updated`
+        case resourceUpdated = "resource.updated"
+        /// `<prefix>.resource.deleted`
+        case resourceDeleted = "resource.deleted"
+    }
+
+    /// The update published on `subject`, if it is one of the update subjects.
+    public func update(of subject: String) -> UpdateKind? {
+        if prefix.isEmpty { return UpdateKind(rawValue: subject) }
+        guard subject.hasPrefix(prefix), subject.utf8.count > prefix.utf8.count + 1 else { return nil }
+        let tail = subject.dropFirst(prefix.count)
+        guard tail.first == "." else { return nil }
+        return UpdateKind(rawValue: String(tail.dropFirst()))
+    }
+
+    /// The full subject of `update`.
+    public func subject(for update: UpdateKind) -> String {
+        prefix.isEmpty ? update.rawValue : prefix + "." + update.rawValue
+    }
+
     /// The full subject of `kind`, for `room` when given.
     public func subject(for kind: EventKind, room: Room? = nil) -> String {
         var name = kind.name

@@ -9,9 +9,11 @@ public struct NotificationEvent: Sendable, Hashable {
     public let owner: String
     /// Who acted.
     public let triggerUser: String
-    public let username: String?
-    public let userPicture: String?
-    public let userBio: String?
+    /// The actor fields: as the event said, or filled from the actor's
+    /// profile when it is newer (enrichment).
+    public internal(set) var username: String?
+    public internal(set) var userPicture: String?
+    public internal(set) var userBio: String?
     public let action: Int64
     public let resourceType: String
     public let resourceID: String
@@ -89,26 +91,51 @@ public struct EventValidator: Sendable {
     public static let excerptLength = 280
 
     public let subjects: EventSubjects
+    /// With a CDN base, `user_picture` may also be a path (`/avatars/1.jpg`).
+    public let pictures: PictureURLs
+    /// Whether profile and resource updates are taken (enrichment on);
+    /// otherwise their subjects are unknown.
+    public let acceptsUpdates: Bool
 
-    public init(subjects: EventSubjects) {
+    public init(subjects: EventSubjects, pictures: PictureURLs = PictureURLs(), acceptsUpdates: Bool = false) {
         self.subjects = subjects
+        self.pictures = pictures
+        self.acceptsUpdates = acceptsUpdates
     }
 
     private static let required = ["owner", "trigger_user", "action", "resource_type", "resource_id", "created_at"]
 
-    /// The event in `body` published on `subject`, judged at `now` (Unix seconds).
+    /// The event in `body` published on `subject`, judged at `now` (Unix
+    /// seconds); a profile or resource update is an unknown subject here.
     public func validate(subject: String, body: [UInt8], now: Int64) -> Result<NotificationEvent, EventRejection> {
         do throws(EventRejection) {
-            return .success(try decode(subject: subject, body: body, now: now))
+            guard let (kind, room) = subjects.route(of: subject) else { throw unknown(subject) }
+            return .success(try decode(subject: subject, kind: kind, room: room, object: try object(body), now: now))
         } catch {
             return .failure(error)
         }
     }
 
-    private func decode(subject: String, body: [UInt8], now: Int64) throws(EventRejection) -> NotificationEvent {
-        guard let (kind, room) = subjects.route(of: subject) else {
-            throw EventRejection(.unknownSubject, "subject \(subject) is not one of the event subjects")
+    /// The event or update in `body` published on `subject`, judged at
+    /// `now` (Unix seconds).
+    public func validateInbound(subject: String, body: [UInt8], now: Int64) -> Result<InboundEvent, EventRejection> {
+        do throws(EventRejection) {
+            if let (kind, room) = subjects.route(of: subject) {
+                return .success(.notification(try decode(subject: subject, kind: kind, room: room, object: try object(body), now: now)))
+            }
+            guard acceptsUpdates, let update = subjects.update(of: subject) else { throw unknown(subject) }
+            return .success(.update(try decode(update, object: try object(body), now: now)))
+        } catch {
+            return .failure(error)
         }
+    }
+
+    private func unknown(_ subject: String) -> EventRejection {
+        EventRejection(.unknownSubject, "subject \(subject) is not one of the event subjects")
+    }
+
+    /// The JSON object in `body`: size, UTF-8 and syntax checked.
+    private func object(_ body: [UInt8]) throws(EventRejection) -> [String: JSONValue] {
         guard body.count <= Self.maxBodyBytes else {
             throw EventRejection(.tooLarge, "body is \(body.count) bytes, the limit is \(Self.maxBodyBytes)")
         }
@@ -124,7 +151,12 @@ public struct EventValidator: Sendable {
         guard case .object(let object) = document else {
             throw EventRejection(.invalidJSON, "body is a JSON \(document.typeName), not an object")
         }
+        return object
+    }
 
+    private func decode(
+        subject: String, kind: EventKind, room: Room?, object: [String: JSONValue], now: Int64
+    ) throws(EventRejection) -> NotificationEvent {
         for name in Self.required where room == nil || name != "owner" {
             switch object[name] {
             case nil, .null?: throw EventRejection(.missingField, "\(name) is required")
@@ -145,21 +177,9 @@ public struct EventValidator: Sendable {
         let triggerUser = try fields.userID("trigger_user")
         let action = try fields.integer("action")
         let resourceType = try fields.string("resource_type")
-        let resourceID = try fields.string("resource_id")
-        guard resourceID.unicodeScalars.count <= 256 else { throw fields.invalid("resource_id", "is longer than 256 characters") }
-        guard resourceID.unicodeScalars.allSatisfy(Self.isPrintable) else {
-            throw fields.invalid("resource_id", "contains control or format characters")
-        }
-        let createdAt = try fields.integer("created_at")
-        guard createdAt >= Self.earliestCreatedAt, createdAt <= now + Self.maxClockSkew else {
-            throw fields.invalid("created_at", "must be Unix seconds between \(Self.earliestCreatedAt) and now + \(Self.maxClockSkew)")
-        }
-        let username = try fields.optionalString("username", maxLength: 128)
-        let userPicture = try fields.optionalString("user_picture", maxLength: 2048)
-        if let userPicture, !Self.isWebURL(userPicture) {
-            throw fields.invalid("user_picture", "must be an absolute http or https URL with a host")
-        }
-        let userBio = try fields.optionalString("user_bio", maxLength: 512)
+        let resourceID = try resourceID(fields)
+        let createdAt = try fields.time("created_at", now: now)
+        let (username, userPicture, userBio) = try actorFields(fields)
         let excerpt = try fields.optionalString("excerpt", maxLength: nil).map { String($0.prefix(Self.excerptLength)) }
         let eventID = try fields.optionalString("event_id", maxLength: 128)
         var priority = NotificationEvent.Priority.normal
@@ -194,6 +214,66 @@ public struct EventValidator: Sendable {
             createdAt: createdAt, eventID: eventID, priority: priority, deliverAt: deliverAt)
     }
 
+    /// `username`, `user_picture` and `user_bio`, each checked.
+    private func actorFields(_ fields: Fields) throws(EventRejection) -> (String?, String?, String?) {
+        let username = try fields.optionalString("username", maxLength: 128)
+        let userPicture = try fields.optionalString("user_picture", maxLength: 2048)
+        if let userPicture, !Self.isWebURL(userPicture) {
+            guard pictures.base != nil else {
+                throw fields.invalid("user_picture", "must be an absolute http or https URL with a host (a path such as /avatars/1.jpg needs CDN_BASE_URL)")
+            }
+            guard Self.isPicturePath(userPicture) else {
+                throw fields.invalid("user_picture", "must be an absolute http or https URL with a host, or a path beginning with a single /")
+            }
+        }
+        let userBio = try fields.optionalString("user_bio", maxLength: 512)
+        return (username, userPicture, userBio)
+    }
+
+    /// A profile or resource update (CONTRACT-EXTENSIONS, Enrichment):
+    /// required fields for presence first, then each field's rule.
+    private func decode(_ kind: EventSubjects.UpdateKind, object: [String: JSONValue], now: Int64) throws(EventRejection) -> EnrichmentUpdate {
+        let required = kind == .profile ? ["user", "updated_at"] : ["resource_type", "resource_id", "updated_at"]
+        for name in required {
+            switch object[name] {
+            case nil, .null?: throw EventRejection(.missingField, "\(name) is required")
+            default: continue
+            }
+        }
+        let fields = Fields(object: object)
+        switch kind {
+        case .profile:
+            let user = try fields.userID("user")
+            let updatedAt = try fields.time("updated_at", now: now)
+            let deleted = try fields.optionalBool("deleted") ?? false
+            let (username, userPicture, userBio) = try actorFields(fields)
+            return .profile(ProfileUpdate(user: user, profile: ActorProfile(
+                username: username, userPicture: userPicture, userBio: userBio, updatedAt: updatedAt, deleted: deleted)))
+        case .resourceUpdated, .resourceDeleted:
+            let type = try fields.string("resource_type")
+            guard ResourceReference.types.contains(type) else {
+                throw fields.invalid("resource_type", "must be one of \(ResourceReference.types.sorted().joined(separator: ", "))")
+            }
+            let id = try resourceID(fields)
+            let updatedAt = try fields.time("updated_at", now: now)
+            let title = try fields.optionalString("title", maxLength: 256)
+            let excerpt = try fields.optionalString("excerpt", maxLength: nil).map { String($0.prefix(Self.excerptLength)) }
+            return .resource(ResourceUpdate(
+                resource: ResourceReference(type: type, id: id),
+                preview: ResourcePreview(title: title, excerpt: excerpt, updatedAt: updatedAt, deleted: kind == .resourceDeleted)))
+        }
+    }
+
+    /// `resource_id`: 1–256 printable characters.
+    private func resourceID(_ fields: Fields) throws(EventRejection) -> String {
+        let resourceID = try fields.string("resource_id")
+        guard resourceID.unicodeScalars.count <= 256 else { throw fields.invalid("resource_id", "is longer than 256 characters") }
+        guard resourceID.unicodeScalars.allSatisfy(Self.isPrintable) else {
+            throw fields.invalid("resource_id", "contains control or format characters")
+        }
+        return resourceID
+    }
+
     /// Whether `id` may be a user id: 1–128 characters of `[A-Za-z0-9_-]`.
     /// User ids become NATS subject tokens, so this is a security boundary.
     public static func isValidUserID(_ id: String) -> Bool {
@@ -212,6 +292,13 @@ public struct EventValidator: Sendable {
         case .control, .format, .lineSeparator, .paragraphSeparator, .surrogate: return false
         default: return true
         }
+    }
+
+    /// A picture path for the CDN: one leading `/`, no spaces or control
+    /// characters, and a valid URL path.
+    static func isPicturePath(_ text: String) -> Bool {
+        guard PictureURLs.isPath(text), text.unicodeScalars.allSatisfy({ isPrintable($0) && !$0.properties.isWhitespace }) else { return false }
+        return URLComponents(string: "https://cdn.invalid" + text)?.host == "cdn.invalid"
     }
 
     static func isWebURL(_ text: String) -> Bool {
@@ -243,6 +330,24 @@ private struct Fields {
         case .integer(let value)?: return value
         case .nonIntegerNumber?: throw invalid(name, "must be an integer that fits 64 bits")
         default: throw invalid(name, "must be an integer, got \(object[name]?.typeName ?? "nothing")")
+        }
+    }
+
+    /// Unix seconds between 2000-01-01 and a day from `now`.
+    func time(_ name: String, now: Int64) throws(EventRejection) -> Int64 {
+        let value = try integer(name)
+        guard value >= EventValidator.earliestCreatedAt, value <= now + EventValidator.maxClockSkew else {
+            throw invalid(name, "must be Unix seconds between \(EventValidator.earliestCreatedAt) and now + \(EventValidator.maxClockSkew)")
+        }
+        return value
+    }
+
+    /// `nil` when absent or null.
+    func optionalBool(_ name: String) throws(EventRejection) -> Bool? {
+        switch object[name] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw invalid(name, "must be true or false, got \(object[name]?.typeName ?? "nothing")")
         }
     }
 

@@ -34,6 +34,9 @@ public struct NotificationRecord: Sendable, Hashable {
     /// so clients need not render; `nil` when the worker has no templates.
     public internal(set) var title: String?
     public internal(set) var body: String?
+    /// The resource's current title (enrichment), when it has one; not
+    /// stored with the notification.
+    public internal(set) var resourceTitle: String?
     /// How delivery through each external channel went (email, Web Push,
     /// webhook), in channel order; empty when none was tried.
     public internal(set) var deliveries: [ChannelDelivery] = []
@@ -176,6 +179,7 @@ public struct NotificationRecord: Sendable, Hashable {
         json.raw(","); json.key("resource_type"); json.string(resourceType)
         json.raw(","); json.key("resource_id"); json.string(resourceID)
         if let excerpt { json.raw(","); json.key("excerpt"); json.string(excerpt) }
+        if let resourceTitle { json.raw(","); json.key("resource_title"); json.string(resourceTitle) }
         if let title { json.raw(","); json.key("title"); json.string(title) }
         if let body { json.raw(","); json.key("body"); json.string(body) }
         json.raw(","); json.key("created_at"); json.integer(createdAt)
@@ -225,16 +229,29 @@ public struct OutboundSubjects: Sendable, Hashable {
     /// `<rooms>.channel.<id>.notifications`, `<rooms>.global.notifications`
     public var rooms: String
 
+    /// `<profiles>.<user>.updated`: a user's profile changed (enrichment).
+    public var profiles: String
+    /// `<resources>.updated`: a resource changed or was deleted.
+    public var resources: String
+
     /// Where each new notification of a user is announced to the
     /// dispatcher (`delivery.dispatch`, captured by the delivery stream);
     /// `nil` when no external channel is on.
     public var dispatch: String?
 
-    public init(users: String = "users", rooms: String = "rooms", dispatch: String? = nil) {
+    public init(users: String = "users", rooms: String = "rooms", profiles: String = "profiles", resources: String = "resources", dispatch: String? = nil) {
         self.users = users
         self.rooms = rooms
+        self.profiles = profiles
+        self.resources = resources
         self.dispatch = dispatch
     }
+
+    /// `<profiles>.<user>.updated`; `user` must be a valid user id.
+    public func profile(_ user: String) -> String { profiles + "." + user + ".updated" }
+
+    /// `<resources>.updated`
+    public var resourceUpdates: String { resources + ".updated" }
 
     /// The subject of a notification owner: a user, or a room's storage
     /// owner (``Room/owner``).
@@ -327,6 +344,33 @@ public struct OutboundMessage: Sendable, Hashable {
         return OutboundMessage(subject: subject, body: json.bytes)
     }
 
+    /// `{"type":"profile.updated","user":…,"profile":{…}}`: what a user
+    /// shows as an actor changed.
+    public static func profileUpdated(user: String, _ profile: ActorProfile, subjects: OutboundSubjects, pictures: PictureURLs) -> OutboundMessage {
+        var json = JSONWriter(capacity: 256)
+        json.raw("{\"type\":\"profile.updated\",\"user\":")
+        json.string(user)
+        json.raw(",\"profile\":")
+        profile.write(to: &json, pictures: pictures)
+        json.raw("}")
+        return OutboundMessage(subject: subjects.profile(user), body: json.bytes)
+    }
+
+    /// `{"type":"resource.updated","resource":{"resource_type":…,"resource_id":…,…}}`:
+    /// a resource's title or excerpt changed, or it was deleted.
+    public static func resourceUpdated(_ resource: ResourceReference, _ preview: ResourcePreview, subjects: OutboundSubjects) -> OutboundMessage {
+        var json = JSONWriter(capacity: 512)
+        json.raw("{\"type\":\"resource.updated\",\"resource\":{")
+        json.key("resource_type"); json.string(resource.type)
+        json.raw(","); json.key("resource_id"); json.string(resource.id)
+        if preview.deleted { json.raw(","); json.key("deleted"); json.bool(true) }
+        if let title = preview.title { json.raw(","); json.key("title"); json.string(title) }
+        if let excerpt = preview.excerpt { json.raw(","); json.key("excerpt"); json.string(excerpt) }
+        json.raw(","); json.key("updated_at"); json.integer(preview.updatedAt)
+        json.raw("}}")
+        return OutboundMessage(subject: subjects.resourceUpdates, body: json.bytes)
+    }
+
     /// `<prefix>.<owner>.notifications`; `owner` must be a valid user id.
     public static func userSubject(_ owner: String, prefix: String) -> String {
         prefix + "." + owner + ".notifications"
@@ -356,9 +400,10 @@ public struct NotificationGroup: Sendable, Hashable {
 /// One actor of a group: who, and when they joined it.
 public struct GroupActor: Sendable, Hashable {
     public let triggerUser: String
-    public let username: String?
-    public let userPicture: String?
-    public let userBio: String?
+    /// As the actor's event said, or their current profile on reading.
+    public internal(set) var username: String?
+    public internal(set) var userPicture: String?
+    public internal(set) var userBio: String?
     public let createdAt: Int64
     /// The notification id drawn when the actor joined: orders actors
     /// newest first, and is the cursor of the actor pages.

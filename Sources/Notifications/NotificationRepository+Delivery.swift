@@ -43,14 +43,14 @@ extension NotificationRepository {
                 items[keys[1]].map { Preferences(attributes: $0.attributes) } ?? Preferences())
     }
 
-    /// One live notification of `owner`; `nil` once it was retracted,
-    /// expired, or folded into a group under a new id.
+    /// One live notification of `owner`, as clients see it; `nil` once it
+    /// was retracted, expired, or folded into a group under a new id.
     public func notification(owner: String, id: String) async throws(KeyValueStoreError) -> NotificationRecord? {
         guard let item = try await store.getItem(Self.notificationKey(owner, id), consistentRead: true) else { return nil }
         guard let record = NotificationRecord(attributes: item.attributes) else {
             throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
         }
-        return record
+        return try await enrich([record])[0]
     }
 
     /// Stores how `delivery.channel` went on the notification; `false`

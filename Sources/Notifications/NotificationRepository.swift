@@ -86,6 +86,8 @@ public enum EventOutcome: Sendable, Hashable {
     case superseded
     /// The owner is the trigger user: nobody is notified of their own action.
     case selfNotification
+    /// The event is about a deleted resource (enrichment): nothing is stored.
+    case resourceDeleted
 }
 
 /// Per-user messages committed together with a batch, to publish and then
@@ -99,7 +101,11 @@ public struct OutboxBatch: Sendable, Hashable {
 /// created or deleted. Bodies are rebuilt from the notification items, so
 /// the outbox costs a few bytes per message, not a copy of each record.
 struct OutboxReference: Sendable, Hashable {
-    enum Kind: UInt8 { case created = 0x63, deleted = 0x64, updated = 0x75 }  // "c", "d", "u"
+    enum Kind: UInt8 {
+        case created = 0x63, deleted = 0x64, updated = 0x75  // "c", "d", "u"
+        /// A profile (`owner` is the user) or a resource (`owner` its type, `id` its id) changed.
+        case profile = 0x70, resource = 0x72  // "p", "r"
+    }
     let kind: Kind
     let owner: String
     let id: String
@@ -113,7 +119,14 @@ struct OutboxReference: Sendable, Hashable {
             bytes.append(reference.kind.rawValue)
             bytes.append(UInt8(reference.owner.utf8.count))  // user ids are at most 128 bytes
             bytes.append(contentsOf: reference.owner.utf8)
-            bytes.append(UInt8(reference.id.utf8.count))
+            if reference.kind == .resource {
+                // Resource ids are up to 256 characters: two length bytes.
+                let count = reference.id.utf8.count
+                bytes.append(UInt8(count >> 8))
+                bytes.append(UInt8(count & 0xFF))
+            } else {
+                bytes.append(UInt8(reference.id.utf8.count))
+            }
             bytes.append(contentsOf: reference.id.utf8)
             if reference.kind == .updated {
                 bytes.append(UInt8(reference.replaces.utf8.count))
@@ -126,10 +139,10 @@ struct OutboxReference: Sendable, Hashable {
     static func decode(_ bytes: [UInt8]) -> [OutboxReference]? {
         var references: [OutboxReference] = []
         var index = 0
-        func text() -> String? {
-            guard index < bytes.count else { return nil }
-            let count = Int(bytes[index])
-            index += 1
+        func text(wide: Bool = false) -> String? {
+            guard index + (wide ? 1 : 0) < bytes.count else { return nil }
+            let count = wide ? Int(bytes[index]) << 8 | Int(bytes[index + 1]) : Int(bytes[index])
+            index += wide ? 2 : 1
             guard index + count <= bytes.count else { return nil }
             defer { index += count }
             return String(decoding: bytes[index..<index + count], as: UTF8.self)
@@ -137,7 +150,7 @@ struct OutboxReference: Sendable, Hashable {
         while index < bytes.count {
             guard let kind = Kind(rawValue: bytes[index]) else { return nil }
             index += 1
-            guard let owner = text(), let id = text() else { return nil }
+            guard let owner = text(), let id = text(wide: kind == .resource) else { return nil }
             var replaces = ""
             if kind == .updated {
                 guard let text = text() else { return nil }
@@ -153,6 +166,11 @@ struct OutboxReference: Sendable, Hashable {
 public struct BatchResult: Sendable {
     /// One outcome per event, in order.
     public let outcomes: [EventOutcome]
+    /// One outcome per profile or resource update, in order.
+    public var updates: [UpdateOutcome] = []
+    /// Resources the batch found deleted (by an update in it): their
+    /// notifications are to be retracted (``NotificationRepository/retractions(on:at:)``).
+    public var deletedResources: [(ResourceReference, at: Int64)] = []
     /// `nil` when the batch changed nothing anybody must hear about.
     public let outbox: OutboxBatch?
 }
@@ -243,6 +261,14 @@ public struct NotificationRepository: Sendable {
     /// Renders each notification's `title` and `body` as it is written;
     /// `nil` leaves them out.
     public let texts: (any NotificationTexts)?
+    /// Whether actor profiles and resource previews are kept and shown
+    /// current (`ENRICHMENT`).
+    public let enrichment: Bool
+    /// How picture paths become URLs on output (`CDN_BASE_URL`).
+    public let pictures: PictureURLs
+    /// Profiles and resources read lately (shared by the copies of this
+    /// repository); off until a gateway follows their changes.
+    public let cache: EnrichmentCache
     private let clock: @Sendable () -> Int64
     /// The repository's clock now, in Unix milliseconds.
     public var currentMilliseconds: Int64 { clock() }
@@ -266,6 +292,9 @@ public struct NotificationRepository: Sendable {
         readRetention: Duration? = nil,
         aggregateWindow: Duration? = nil,
         texts: (any NotificationTexts)? = nil,
+        enrichment: Bool = false,
+        pictures: PictureURLs = PictureURLs(),
+        cache: EnrichmentCache = EnrichmentCache(),
         ids: NotificationIDGenerator = NotificationIDGenerator(),
         clockMilliseconds: @escaping @Sendable () -> Int64 = RepositoryClock.milliseconds
     ) {
@@ -276,6 +305,9 @@ public struct NotificationRepository: Sendable {
         self.readRetention = readRetention
         self.aggregateWindow = aggregateWindow.flatMap { $0 > .zero ? $0 : nil }
         self.texts = texts
+        self.enrichment = enrichment
+        self.pictures = pictures
+        self.cache = cache
         self.ids = ids
         self.clock = clockMilliseconds
     }
@@ -320,32 +352,38 @@ public struct NotificationRepository: Sendable {
     /// actions) what fits when each event writes three items and a counter,
     /// with the outbox and ``maxPublishedOutboxes`` deletions on top;
     /// with aggregation, seven (a fold replaces the notification and writes
-    /// its group's head and a stored member).
+    /// its group's head and a stored member); with enrichment, three more
+    /// (the actor's profile, the resource's owner entry and a check of the
+    /// resource). Profile and resource updates count as events.
     public var eventsPerTransaction: Int {
-        max(1, (store.transactionActionLimit - 1 - Self.maxPublishedOutboxes) / (aggregateWindow == nil ? 4 : 7))
+        max(1, (store.transactionActionLimit - 1 - Self.maxPublishedOutboxes) / ((aggregateWindow == nil ? 4 : 7) + (enrichment ? 3 : 0)))
     }
 
     /// The most published outboxes one transaction deletes.
     public static let maxPublishedOutboxes = 4
 
     /// Applies `events` in order in one transaction and returns what each
-    /// did and the outbox to publish.
+    /// did and the outbox to publish. Profile and resource `updates` go in
+    /// the same transaction, ahead of the events: the newest version of
+    /// each wins whatever the order, and the batch's events show it.
     ///
     /// - Parameter publishedOutboxes: ids of outboxes already published
     ///   (at most ``maxPublishedOutboxes``), deleted in the same transaction
     ///   (saves a commit per batch).
     /// - Throws: a validation error for more than ``eventsPerTransaction``
-    ///   events: callers split larger batches.
-    public func apply(_ events: [IncomingEvent], publishedOutboxes: [String] = []) async throws(KeyValueStoreError) -> BatchResult {
-        guard events.count <= eventsPerTransaction, publishedOutboxes.count <= Self.maxPublishedOutboxes else {
+    ///   events and updates: callers split larger batches.
+    public func apply(
+        _ events: [IncomingEvent], updates: [EnrichmentUpdate] = [], publishedOutboxes: [String] = []
+    ) async throws(KeyValueStoreError) -> BatchResult {
+        guard events.count + updates.count <= eventsPerTransaction, publishedOutboxes.count <= Self.maxPublishedOutboxes else {
             throw KeyValueStoreError(
                 code: .validation,
-                message: "a batch of \(events.count) events and \(publishedOutboxes.count) published outboxes does not fit one transaction of this store (at most \(eventsPerTransaction) events and \(Self.maxPublishedOutboxes) outboxes)")
+                message: "a batch of \(events.count + updates.count) events and \(publishedOutboxes.count) published outboxes does not fit one transaction of this store (at most \(eventsPerTransaction) events and \(Self.maxPublishedOutboxes) outboxes)")
         }
         var attempt = 1
         while true {
             do {
-                let result = try await applyOnce(events, publishedOutboxes: publishedOutboxes)
+                let result = try await applyOnce(events, updates: updates, publishedOutboxes: publishedOutboxes)
                 lastBatchFault.withLock { $0 = nil }
                 return result
             } catch where error.isConditionFailure && attempt < Self.maxPlanAttempts {
@@ -358,7 +396,9 @@ public struct NotificationRepository: Sendable {
         }
     }
 
-    private func applyOnce(_ events: [IncomingEvent], publishedOutboxes: [String]) async throws(KeyValueStoreError) -> BatchResult {
+    private func applyOnce(
+        _ events: [IncomingEvent], updates: [EnrichmentUpdate], publishedOutboxes: [String]
+    ) async throws(KeyValueStoreError) -> BatchResult {
         let now = clock()
         // What decisions depend on: markers, action-key pointers and open
         // groups (then, read by the plan, the notifications and groups
@@ -376,10 +416,11 @@ public struct NotificationRepository: Sendable {
                 keys.insert(Self.openGroupKey(incoming.event))
             }
         }
+        keys.formUnion(enrichmentKeys(events, updates))
         var members: [ItemKey: [Item]] = [:]
         while true {
             let outcome = try await store.readAndWrite(prefetching: Array(keys)) { [self, keys, members] reader throws(KeyValueStoreError) in
-                try plan(events, reading: keys, with: reader, now: now, publishedOutboxes: publishedOutboxes, members: members)
+                try plan(events, updates: updates, reading: keys, with: reader, now: now, publishedOutboxes: publishedOutboxes, members: members)
             }
             switch outcome {
             case .done(let result):
@@ -432,8 +473,8 @@ public struct NotificationRepository: Sendable {
     /// - Parameter members: the newest stored members of groups, by head
     ///   key, for groups an unlike must take a shown actor from.
     private func plan(
-        _ events: [IncomingEvent], reading keys: Set<ItemKey>, with reader: ItemReader, now: Int64, publishedOutboxes: [String],
-        members: [ItemKey: [Item]]
+        _ events: [IncomingEvent], updates: [EnrichmentUpdate], reading keys: Set<ItemKey>, with reader: ItemReader, now: Int64,
+        publishedOutboxes: [String], members: [ItemKey: [Item]]
     ) throws(KeyValueStoreError) -> PlannedWrite<PlanOutcome> {
         var plan = BatchPlan()
         for items in members.values {
@@ -493,12 +534,22 @@ public struct NotificationRepository: Sendable {
         var preferences: [String: Preferences] = [:]
         /// The priority of each message's event.
         var priorities: [NotificationEvent.Priority] = []
+        /// Profiles and resources changed, announced once each.
+        var changed: [OutboxReference] = []
+        var announcing = Set<OutboxReference>()
+        var updateOutcomes: [UpdateOutcome] = []
+        for update in updates {
+            let (outcome, reference) = self.plan(update, in: &plan)
+            updateOutcomes.append(outcome)
+            if let reference, announcing.insert(reference).inserted { changed.append(reference) }
+        }
         for incoming in events {
-            let event = incoming.event
-            if event.isSelfNotification {
+            if incoming.event.isSelfNotification {
                 outcomes.append(.selfNotification)
                 continue
             }
+            let (event, actorChange) = planActor(of: incoming.event, in: &plan)
+            if let actorChange, announcing.insert(actorChange).inserted { changed.append(actorChange) }
             if event.kind.effect == .create, let stored = plan.current(Self.preferencesKey(event.owner)) {
                 let owner = preferences[event.owner] ?? Preferences(attributes: stored.attributes)
                 preferences[event.owner] = owner
@@ -528,7 +579,9 @@ public struct NotificationRepository: Sendable {
             }
             switch event.kind.effect {
             case .create:
-                if liveID != nil || liveGroup != nil || current?["scheduled"] != nil {
+                if isAboutDeletedResource(event, in: &plan) {
+                    outcomes.append(.resourceDeleted)
+                } else if liveID != nil || liveGroup != nil || current?["scheduled"] != nil {
                     outcomes.append(.duplicate)
                     if let order = incoming.order, let current {
                         // Later than what the pointer holds: remember it.
@@ -546,6 +599,7 @@ public struct NotificationRepository: Sendable {
                     pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
                     if let expiry { pointerAttributes[Self.expiryAttribute] = expiry }
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
+                    planResourceOwner(event, now: now, in: &plan)
                     outcomes.append(.scheduled(id: id, at: deliverAt))
                 } else if let openKey = groupKey(incoming) {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
@@ -584,7 +638,7 @@ public struct NotificationRepository: Sendable {
                         if let notificationExpiry { headAttributes[Self.expiryAttribute] = notificationExpiry }
                         plan.set(head, Item(key: head, attributes: headAttributes))
                         record = put(record, expiry: notificationExpiry, in: &plan)
-                        messages.append(.updated(record, replaces: folded.id, subjects: subjects))
+                        messages.append(.updated(pictures.absolute(record), replaces: folded.id, subjects: subjects))
                         references.append(OutboxReference(kind: .updated, owner: event.owner, id: id, replaces: folded.id))
                         outcomes.append(.aggregated(id: id, replaces: folded.id))
                     } else {
@@ -598,7 +652,7 @@ public struct NotificationRepository: Sendable {
                         ]))
                         record = put(record, expiry: notificationExpiry, in: &plan)
                         plan.addUnread(event.owner, 1)
-                        messages.append(.created(record, subjects: subjects))
+                        messages.append(.created(pictures.absolute(record), subjects: subjects))
                         references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                         outcomes.append(.created(id: id))
                     }
@@ -608,6 +662,7 @@ public struct NotificationRepository: Sendable {
                     pointerAttributes.merge(incoming.order?.attributes ?? [:]) { _, new in new }
                     if let actorExpiry { pointerAttributes[Self.expiryAttribute] = actorExpiry }
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
+                    planResourceOwner(event, now: now, in: &plan)
                 } else {
                     let id = ids.next(millisecond: UInt64(max(now, 0)))
                     var pointerAttributes: [String: AttributeValue] = ["id": .string(id)]
@@ -615,8 +670,9 @@ public struct NotificationRepository: Sendable {
                     if let notificationExpiry { pointerAttributes[Self.expiryAttribute] = notificationExpiry }
                     let record = put(NotificationRecord(event: event, id: id, receivedAt: now), expiry: notificationExpiry, in: &plan)
                     plan.set(pointer, Item(key: pointer, attributes: pointerAttributes))
+                    planResourceOwner(event, now: now, in: &plan)
                     plan.addUnread(event.owner, 1)
-                    messages.append(.created(record, subjects: subjects))
+                    messages.append(.created(pictures.absolute(record), subjects: subjects))
                     references.append(OutboxReference(kind: .created, owner: event.owner, id: id))
                     outcomes.append(.created(id: id))
                 }
@@ -647,7 +703,7 @@ public struct NotificationRepository: Sendable {
                         references.append(OutboxReference(kind: .deleted, owner: event.owner, id: record.id))
                         outcomes.append(.retracted(id: record.id))
                     case .updated(let updated):
-                        messages.append(.updated(updated, replaces: nil, subjects: subjects))
+                        messages.append(.updated(pictures.absolute(updated), replaces: nil, subjects: subjects))
                         references.append(OutboxReference(kind: .updated, owner: event.owner, id: record.id))
                         outcomes.append(.actorRemoved(id: record.id))
                     case .needsMembers(let head):
@@ -677,8 +733,18 @@ public struct NotificationRepository: Sendable {
         for id in publishedOutboxes {
             actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
         }
-        let outbox = outbox(messages, references, priorities, now: now, into: &actions)
-        return PlannedWrite(actions: actions, result: .done(BatchResult(outcomes: outcomes, outbox: outbox)))
+        // Changes of what notifications show go first.
+        let announced = changed.compactMap { announcement($0, in: plan) }
+        let outbox = outbox(announced + messages, changed + references, Array(repeating: .normal, count: announced.count) + priorities, now: now, into: &actions)
+        var result = BatchResult(outcomes: outcomes, outbox: outbox)
+        result.updates = updateOutcomes
+        for case .resource(let update) in updates {
+            if let preview = preview(of: update.resource, in: plan), preview.deleted,
+               !result.deletedResources.contains(where: { $0.0 == update.resource }) {
+                result.deletedResources.append((update.resource, at: preview.updatedAt))
+            }
+        }
+        return PlannedWrite(actions: actions, result: .done(result))
     }
 
     /// The messages of high-priority events first, the others in order. A
@@ -743,7 +809,7 @@ public struct NotificationRepository: Sendable {
             if let expiry { set[Self.expiryAttribute] = expiry }
             actions.append(.update(pointerKey, Update(set: set, remove: ["scheduled"]), condition: .equals("scheduled", .string(item.key.sort))))
             unread[record.owner, default: 0] += 1
-            messages.append(.created(record, subjects: subjects))
+            messages.append(.created(pictures.absolute(record), subjects: subjects))
             references.append(OutboxReference(kind: .created, owner: record.owner, id: record.id))
             priorities.append(record.priority)
         }
@@ -810,7 +876,7 @@ public struct NotificationRepository: Sendable {
 
     /// `record` with its title and body rendered for what it says now
     /// (a group's count changes them).
-    private func rendered(_ record: NotificationRecord) -> NotificationRecord {
+    func rendered(_ record: NotificationRecord) -> NotificationRecord {
         guard let texts, let text = texts.inApp(record) else { return record }
         var record = record
         record.title = text.title
@@ -954,7 +1020,14 @@ public struct NotificationRepository: Sendable {
                 throw KeyValueStoreError(code: .corrupt, message: "outbox item \(item.key) cannot be read")
             }
             pending.append((item.key.sort, references))
-            keys += references.filter { $0.kind != .deleted }.map { Self.notificationKey($0.owner, $0.id) }
+            for reference in references {
+                switch reference.kind {
+                case .created, .updated: keys.append(Self.notificationKey(reference.owner, reference.id))
+                case .profile: keys.append(Self.profileKey(reference.owner))
+                case .resource: keys.append(Self.resourceKey(ResourceReference(type: reference.owner, id: reference.id)))
+                case .deleted: break
+                }
+            }
         }
         let notifications = try await store.batchGetItems(keys, consistentRead: true)
         return pending.map { id, references in
@@ -965,7 +1038,17 @@ public struct NotificationRepository: Sendable {
                 case .created:
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
                           let record = NotificationRecord(attributes: item.attributes) else { return nil }
-                    return .created(record, subjects: subjects)
+                    return .created(pictures.absolute(record), subjects: subjects)
+                case .profile:
+                    // Announces the profile as it is now.
+                    guard let item = notifications[Self.profileKey(reference.owner)],
+                          let profile = ActorProfile(attributes: item.attributes) else { return nil }
+                    return .profileUpdated(user: reference.owner, profile, subjects: subjects, pictures: pictures)
+                case .resource:
+                    let resource = ResourceReference(type: reference.owner, id: reference.id)
+                    guard let item = notifications[Self.resourceKey(resource)],
+                          let preview = ResourcePreview(attributes: item.attributes) else { return nil }
+                    return .resourceUpdated(resource, preview, subjects: subjects)
                 case .updated:
                     let replaces = reference.replaces.isEmpty ? nil : reference.replaces
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
@@ -974,7 +1057,7 @@ public struct NotificationRepository: Sendable {
                         // carries the group; the id clients hold goes.
                         return replaces.map { .deleted(id: $0, owner: reference.owner, subjects: subjects) }
                     }
-                    return .updated(record, replaces: replaces, subjects: subjects)
+                    return .updated(pictures.absolute(record), replaces: replaces, subjects: subjects)
                 }
             }
             let live = references.filter { $0.kind != .created || notifications[Self.notificationKey($0.owner, $0.id)] != nil }
@@ -1006,7 +1089,8 @@ public struct NotificationRepository: Sendable {
 
     // MARK: Reading the feed
 
-    /// The owner's notifications, newest first, older than `before` (an id).
+    /// The owner's notifications, newest first, older than `before` (an
+    /// id), as clients see them (``enrich(_:)``).
     public func feed(owner: String, limit: Int, before: String? = nil) async throws(KeyValueStoreError) -> FeedPage {
         let partition = Self.partition(owner)
         let page = try await store.query(Query(
@@ -1022,7 +1106,8 @@ public struct NotificationRepository: Sendable {
             }
             records.append(record)
         }
-        return FeedPage(items: records, next: page.items.count > limit ? records.last?.id : nil)
+        let next = page.items.count > limit ? records.last?.id : nil
+        return FeedPage(items: try await enrich(records), next: next)
     }
 
     /// The actors of one of the owner's notifications, newest first, older
@@ -1035,7 +1120,7 @@ public struct NotificationRepository: Sendable {
             throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
         }
         guard let group = record.group else {
-            return ActorPage(items: before == nil ? [GroupActor(record)] : [], next: nil, count: 1)
+            return ActorPage(items: before == nil ? try await enrich([GroupActor(record)]) : [], next: nil, count: 1)
         }
         // The shown actors are the newest; the stored members are older.
         var actors = group.actors.filter { before == nil || $0.joined < before! }
@@ -1058,7 +1143,7 @@ public struct NotificationRepository: Sendable {
         }
         let more = actors.count > limit
         let items = Array(actors.prefix(limit))
-        return ActorPage(items: items, next: more ? items.last?.joined : nil, count: group.actorCount)
+        return ActorPage(items: try await enrich(items), next: more ? items.last?.joined : nil, count: group.actorCount)
     }
 
     /// The owner's preferences (none set: nothing muted, no quiet hours).
@@ -1082,7 +1167,7 @@ public struct NotificationRepository: Sendable {
     }
 
     /// The owner's live notifications created after `id` (exclusive), oldest
-    /// first, at most `limit`; for resuming a live feed.
+    /// first, at most `limit`, as clients see them; for resuming a live feed.
     public func notifications(owner: String, after id: String, limit: Int) async throws(KeyValueStoreError) -> [NotificationRecord] {
         let partition = Self.partition(owner)
         let page = try await store.query(Query(
@@ -1090,12 +1175,12 @@ public struct NotificationRepository: Sendable {
             sortKey: .between("N#" + id, "N#\u{10FFFF}"),
             limit: limit,
             exclusiveStartKey: ItemKey(partition: partition, sort: "N#" + id)))
-        return try page.items.map { item throws(KeyValueStoreError) in
+        return try await enrich(try page.items.map { item throws(KeyValueStoreError) in
             guard let record = NotificationRecord(attributes: item.attributes) else {
                 throw KeyValueStoreError(code: .corrupt, message: "notification item \(item.key) cannot be read")
             }
             return record
-        }
+        })
     }
 
     /// Marks the owner's notifications among `ids` read; returns the ids
@@ -1251,7 +1336,7 @@ public struct NotificationRepository: Sendable {
 }
 
 /// What a batch read and what it will write, key by key.
-private struct BatchPlan {
+struct BatchPlan {
     /// Every key read, with what was there (absent keys are in `readKeys`
     /// but not in `original`).
     private(set) var readKeys = Set<ItemKey>()
@@ -1260,6 +1345,8 @@ private struct BatchPlan {
     private var changed: [ItemKey: Item?] = [:]
     /// Keys of notifications created by this batch (ids are fresh).
     private var fresh = Set<ItemKey>()
+    /// Keys read that must still be as read when the batch commits.
+    private var checked = Set<ItemKey>()
     /// Order of first change, for a stable transaction.
     private var order: [ItemKey] = []
     private var unread: [String: Int64] = [:]
@@ -1278,6 +1365,12 @@ private struct BatchPlan {
     mutating func set(_ key: ItemKey, _ item: Item?, fresh isFresh: Bool = false) {
         if changed.updateValue(item, forKey: key) == nil { order.append(key) }
         if isFresh { fresh.insert(key) }
+    }
+
+    /// The transaction fails (and the batch plans again) if `key` changed
+    /// since it was read; a no-op for a key the batch changes.
+    mutating func check(_ key: ItemKey) {
+        checked.insert(key)
     }
 
     mutating func addUnread(_ owner: String, _ delta: Int64) {
@@ -1304,6 +1397,9 @@ private struct BatchPlan {
             case (let old?, let new?):
                 if old != new { actions.append(.put(new, condition: .matches(old))) }
             }
+        }
+        for key in checked where changed[key] == nil {
+            actions.append(.conditionCheck(key, original[key].map { .matches($0) } ?? .itemNotExists))
         }
         for owner in owners {
             if let delta = unread[owner], delta != 0 {

@@ -72,7 +72,9 @@ public struct NotificationWorker: Service, CustomStringConvertible {
         }
         let worker = NotificationWorker(
             configuration: configuration, repository: repository, connection: connection, jetStream: jetStream,
-            source: source, validator: EventValidator(subjects: EventSubjects(filter: configuration.subject)),
+            source: source,
+            validator: EventValidator(
+                subjects: EventSubjects(filter: configuration.subject), pictures: repository.pictures, acceptsUpdates: repository.enrichment),
             logger: logger)
         let loop = WorkerLoop(worker)
         try await loop.publishPendingOutboxes()
@@ -355,22 +357,31 @@ final class WorkerLoop {
         case rejected(Delivery, EventRejection)
         case selfNotification(Delivery)
         case accepted(Delivery, IncomingEvent)
+        case update(Delivery, EnrichmentUpdate)
 
         var delivery: Delivery {
             switch self {
-            case .rejected(let delivery, _), .selfNotification(let delivery), .accepted(let delivery, _): delivery
+            case .rejected(let delivery, _), .selfNotification(let delivery), .accepted(let delivery, _), .update(let delivery, _): delivery
             }
         }
+    }
+
+    /// What one accepted delivery asks the store for.
+    enum Work: Sendable {
+        case event(IncomingEvent)
+        case update(EnrichmentUpdate)
     }
 
     /// Decodes and validates; no side effects, so it can run ahead.
     static func prepare(_ deliveries: [Delivery], validator: EventValidator) -> [Prepared] {
         let now = RepositoryClock.milliseconds() / 1000
         return deliveries.map { delivery in
-            switch validator.validate(subject: delivery.subject, body: delivery.payload, now: now) {
+            switch validator.validateInbound(subject: delivery.subject, body: delivery.payload, now: now) {
             case .failure(let rejection):
                 return .rejected(delivery, rejection)
-            case .success(let event):
+            case .success(.update(let update)):
+                return .update(delivery, update)
+            case .success(.notification(let event)):
                 if event.isSelfNotification { return .selfNotification(delivery) }
                 return .accepted(delivery, IncomingEvent(event: event, idempotencyKey: delivery.idempotencyKey(for: event), order: delivery.order))
             }
@@ -383,7 +394,7 @@ final class WorkerLoop {
     func commit(_ batch: [Prepared], isRetry: Bool = false) async -> [(Delivery, KeyValueStoreError)] {
         let started = ContinuousClock.now
         defer { metrics.batch(size: batch.count, since: started) }
-        var accepted: [(Delivery, IncomingEvent)] = []
+        var accepted: [(Delivery, Work)] = []
         accepted.reserveCapacity(batch.count)
         for prepared in batch {
             let delivery = prepared.delivery
@@ -399,7 +410,9 @@ final class WorkerLoop {
                     event.throttled = throttle.admit(owner: event.event.owner, trigger: event.event.triggerUser, now: Self.seconds())
                     if let reason = event.throttled { metrics.throttled(reason) }
                 }
-                accepted.append((delivery, event))
+                accepted.append((delivery, .event(event)))
+            case .update(_, let update):
+                accepted.append((delivery, .update(update)))
             }
         }
         guard !accepted.isEmpty else { return [] }
@@ -416,7 +429,7 @@ final class WorkerLoop {
     /// Stores `accepted` in one transaction; when that fails for something
     /// other than the store itself, one event at a time, so one bad event
     /// cannot hold back the rest. Returns what failed.
-    private func storeOrSplit(_ accepted: [(Delivery, IncomingEvent)]) async -> [(Delivery, KeyValueStoreError)] {
+    private func storeOrSplit(_ accepted: [(Delivery, Work)]) async -> [(Delivery, KeyValueStoreError)] {
         do {
             try await store(accepted)
             return []
@@ -472,31 +485,73 @@ final class WorkerLoop {
         }
     }
 
-    private func store(_ entries: [(Delivery, IncomingEvent)]) async throws(KeyValueStoreError) {
+    private func store(_ entries: [(Delivery, Work)]) async throws(KeyValueStoreError) {
         let started = ContinuousClock.now
+        var events: [(Delivery, IncomingEvent)] = []
+        var updates: [(Delivery, EnrichmentUpdate)] = []
+        for (delivery, work) in entries {
+            switch work {
+            case .event(let event): events.append((delivery, event))
+            case .update(let update): updates.append((delivery, update))
+            }
+        }
         // Outboxes published and confirmed earlier are deleted in this same transaction.
         noteConfirmations()
         let published = Array(undeleted.prefix(NotificationRepository.maxPublishedOutboxes))
-        let result = try await worker.repository.apply(entries.map(\.1), publishedOutboxes: published)
+        let result = try await worker.repository.apply(events.map(\.1), updates: updates.map(\.1), publishedOutboxes: published)
         undeleted.removeFirst(published.count)
         metrics.storeTransaction(since: started)
         crashIfAsked(.afterCommit)
         for (index, outcome) in result.outcomes.enumerated() {
             metrics.record(outcome)
             if logger.logLevel <= .debug {
-                let event = entries[index].1.event
+                let event = events[index].1.event
                 logger.debug("event applied", metadata: [
-                    "subject": .string(entries[index].0.subject), "owner": .string(event.owner),
+                    "subject": .string(events[index].0.subject), "owner": .string(event.owner),
                     "event_id": .string(event.eventID ?? "-"), "outcome": .string("\(outcome)"),
                 ])
             }
+        }
+        for (index, outcome) in result.updates.enumerated() {
+            metrics.record(outcome, of: updates[index].1)
+            logger.debug("update applied", metadata: ["subject": .string(updates[index].0.subject), "outcome": .string("\(outcome)")])
         }
         if let outbox = result.outbox {
             publish(outbox)
             worker.connection.sendBuffered()
         }
         crashIfAsked(.afterPublish)
+        for (resource, time) in result.deletedResources {
+            try await retractNotifications(on: resource, at: time)
+        }
         for (delivery, _) in entries { settle(delivery) }
+    }
+
+    /// Retracts every notification about a deleted resource, owner by
+    /// owner, each part committed and published like a batch of unlikes;
+    /// then forgets the resource's owners. Repeating it (a redelivered
+    /// deletion) finds what is left.
+    private func retractNotifications(on resource: ResourceReference, at time: Int64) async throws(KeyValueStoreError) {
+        let repository = worker.repository
+        let retractions = try await repository.retractions(on: resource, at: time)
+        var retracted = 0
+        for start in stride(from: 0, to: retractions.count, by: repository.eventsPerTransaction) {
+            let part = Array(retractions[start..<min(start + repository.eventsPerTransaction, retractions.count)])
+            let result = try await repository.apply(part)
+            for outcome in result.outcomes {
+                if case .retracted = outcome { retracted += 1 }
+                if case .actorRemoved = outcome { retracted += 1 }
+            }
+            if let outbox = result.outbox {
+                publish(outbox)
+                worker.connection.sendBuffered()
+            }
+        }
+        try await repository.forgetOwners(of: resource)
+        metrics.retractedForDeletedResource(retracted)
+        logger.info("retracted the notifications about a deleted resource", metadata: [
+            "resource_type": .string(resource.type), "resource_id": .string(resource.id), "retracted": .stringConvertible(retracted),
+        ])
     }
 
     // MARK: Outbox

@@ -28,6 +28,12 @@ struct WorkerMetrics: Sendable {
     let alreadyProcessed = Counter(label: "notify_events_total", dimensions: [("result", "already_processed")])
     let superseded = Counter(label: "notify_events_total", dimensions: [("result", "superseded")])
     let selfNotification = Counter(label: "notify_events_total", dimensions: [("result", "self_notification")])
+    let resourceDeleted = Counter(label: "notify_events_total", dimensions: [("result", "resource_deleted")])
+    let profilesApplied = Counter(label: "notify_updates_total", dimensions: [("kind", "profile"), ("result", "applied")])
+    let profilesStale = Counter(label: "notify_updates_total", dimensions: [("kind", "profile"), ("result", "stale")])
+    let resourcesApplied = Counter(label: "notify_updates_total", dimensions: [("kind", "resource"), ("result", "applied")])
+    let resourcesStale = Counter(label: "notify_updates_total", dimensions: [("kind", "resource"), ("result", "stale")])
+    let resourceRetractions = Counter(label: "notify_resource_retractions_total")
     let rejectedTotal = Counter(label: "notify_events_total", dimensions: [("result", "rejected")])
     let deadLetters = Counter(label: "notify_dlq_published_total")
     let redeliveries = Counter(label: "notify_jetstream_redeliveries_total")
@@ -91,8 +97,21 @@ struct WorkerMetrics: Sendable {
         case .alreadyProcessed: alreadyProcessed.increment()
         case .superseded: superseded.increment()
         case .selfNotification: selfNotification.increment()
+        case .resourceDeleted: resourceDeleted.increment()
         }
     }
+
+    func record(_ outcome: UpdateOutcome, of update: EnrichmentUpdate) {
+        switch (update, outcome) {
+        case (.profile, .applied): profilesApplied.increment()
+        case (.profile, .stale): profilesStale.increment()
+        case (.resource, .applied): resourcesApplied.increment()
+        case (.resource, .stale): resourcesStale.increment()
+        }
+    }
+
+    /// Notifications retracted because their resource was deleted.
+    func retractedForDeletedResource(_ count: Int) { resourceRetractions.increment(by: count) }
 }
 
 /// How long notifications take to reach clients, to be shown and to be

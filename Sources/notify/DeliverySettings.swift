@@ -43,6 +43,21 @@ struct DeliverySettings {
         var timeout: Duration
     }
 
+    /// The templates of `TEMPLATES_DIR` (the defaults without it), with
+    /// links under `APP_URL`.
+    static func templates(_ reader: SettingsReader, directory flag: String?) throws -> NotificationTemplates {
+        let appURL = reader.string("APP_URL", default: "http://localhost:8080")
+        guard let url = URLComponents(string: appURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+            throw SettingsError(message: "APP_URL='\(appURL)' must be the web app's http(s) address, such as https://app.example.com (links in emails and pushes start with it)")
+        }
+        let directory = reader.raw("TEMPLATES_DIR", flag: flag)
+        do {
+            return try NotificationTemplates(directory: directory, appURL: appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL)
+        } catch {
+            throw SettingsError(message: error.message.hasPrefix("TEMPLATES_DIR") ? error.message : "TEMPLATES_DIR: " + error.message)
+        }
+    }
+
     init(_ reader: SettingsReader, flags: DeliveryOptions, worker: WorkerSettings?) throws {
         var channels = Set<DeliveryChannel>()
         if let text = reader.raw("DELIVERY_CHANNELS", flag: flags.channels) {
@@ -57,16 +72,7 @@ struct DeliverySettings {
             throw SettingsError(message: "DELIVERY_CHANNELS: \(channel.rawValue) is not available in this version (available: \(Self.available.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
         self.channels = channels
-        let appURL = reader.string("APP_URL", default: "http://localhost:8080")
-        guard let url = URLComponents(string: appURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-            throw SettingsError(message: "APP_URL='\(appURL)' must be the web app's http(s) address, such as https://app.example.com (links in emails and pushes start with it)")
-        }
-        let directory = reader.raw("TEMPLATES_DIR", flag: flags.templatesDirectory)
-        do {
-            templates = try NotificationTemplates(directory: directory, appURL: appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL)
-        } catch {
-            throw SettingsError(message: error.message.hasPrefix("TEMPLATES_DIR") ? error.message : "TEMPLATES_DIR: " + error.message)
-        }
+        templates = try Self.templates(reader, directory: flags.templatesDirectory)
         let streamName = reader.string("DELIVERY_STREAM", default: "NOTIFICATIONS_DELIVERY")
         guard streamName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-".contains($0)) }) else {
             throw SettingsError(message: "DELIVERY_STREAM: '\(streamName)' may only contain A–Z, a–z, 0–9, '_' and '-'")

@@ -49,6 +49,12 @@ struct StoreOptions: ParsableArguments {
 
     @Option(name: .customLong("aggregate-window"), help: "How long likes and follows on one resource fold into one notification; 0 turns it off. [env: AGGREGATE_WINDOW, default: 1h]")
     var aggregateWindow: String?
+
+    @Option(name: .customLong("enrichment"), help: "Keep actor profiles and resource previews, and show them current on every read. [env: ENRICHMENT, default: true]")
+    var enrichment: Bool?
+
+    @Option(name: .customLong("cdn-base-url"), help: "Base URL that picture paths (user_picture: /avatars/1.jpg) are served from; without it only absolute URLs are accepted. [env: CDN_BASE_URL]")
+    var cdnBaseURL: String?
 }
 
 /// Flags of the gateway. The secret is read from JWT_SECRET only: a flag

@@ -10,6 +10,7 @@ import NATS
 import Notifications
 import Prometheus
 import SQLiteStore
+import Templates
 import ServiceLifecycle
 import UnixSignals
 
@@ -24,10 +25,14 @@ struct Runtime {
     let metrics: PrometheusCollectorRegistry
     let logger: Logger
 
-    /// - Parameter delivery: templates for the records' `title` and `body`
-    ///   and, with a channel on, where new notifications are announced.
+    /// - Parameters:
+    ///   - delivery: templates for the records' `title` and `body` and,
+    ///     with a channel on, where new notifications are announced.
+    ///   - templates: the templates when there are no delivery settings
+    ///     (the gateway renders titles again when an actor's name changed).
     static func start(
-        common: CommonSettings, store settings: StoreSettings, delivery: DeliverySettings?, metrics: PrometheusCollectorRegistry, logger: Logger
+        common: CommonSettings, store settings: StoreSettings, delivery: DeliverySettings?, templates: NotificationTemplates?,
+        metrics: PrometheusCollectorRegistry, logger: Logger
     ) async -> Runtime {
         let connection = await common.connect()
         let events = connection.events
@@ -46,7 +51,8 @@ struct Runtime {
         subjects.dispatch = delivery?.dispatchSubject
         let repository = NotificationRepository(
             store: store, subjects: subjects, retention: settings.retention,
-            readRetention: settings.readRetention, aggregateWindow: settings.aggregateWindow, texts: delivery?.templates)
+            readRetention: settings.readRetention, aggregateWindow: settings.aggregateWindow, texts: delivery?.templates ?? templates,
+            enrichment: settings.enrichment, pictures: settings.pictures)
         return Runtime(common: common, connection: connection, database: database, repository: repository, metrics: metrics, logger: logger)
     }
 
@@ -165,14 +171,15 @@ struct Runtime {
 /// until SIGTERM or SIGINT, and closes everything in reverse order.
 enum ServiceRunner {
     static func run(
-        common: CommonSettings, store: StoreSettings, delivery: DeliverySettings? = nil, services: (Runtime) async throws -> [any Service]
+        common: CommonSettings, store: StoreSettings, delivery: DeliverySettings? = nil, templates: NotificationTemplates? = nil,
+        services: (Runtime) async throws -> [any Service]
     ) async throws {
         LogSetup.bootstrap(level: common.logLevel, production: common.production)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "notify")
         try await withNATSLibrary {
-            let runtime = await Runtime.start(common: common, store: store, delivery: delivery, metrics: registry, logger: logger)
+            let runtime = await Runtime.start(common: common, store: store, delivery: delivery, templates: templates, metrics: registry, logger: logger)
             let list = try await services(runtime)
             let group = ServiceGroup(configuration: .init(
                 services: list.map { .init(service: $0) },

@@ -109,9 +109,14 @@ struct CommonSettings {
     var subject: String
     var userSubjectPrefix: String
     var roomSubjectPrefix: String
+    /// Where workers announce profile and resource changes to gateways.
+    var profileSubjectPrefix: String
+    var resourceSubjectPrefix: String
     var logLevel: String
     /// Where the worker publishes changes and the gateway listens.
-    var subjects: OutboundSubjects { OutboundSubjects(users: userSubjectPrefix, rooms: roomSubjectPrefix) }
+    var subjects: OutboundSubjects {
+        OutboundSubjects(users: userSubjectPrefix, rooms: roomSubjectPrefix, profiles: profileSubjectPrefix, resources: resourceSubjectPrefix)
+    }
     var production: Bool
 
     init(_ reader: SettingsReader, flags: CommonOptions) throws {
@@ -142,6 +147,19 @@ struct CommonSettings {
         }
         guard roomSubjectPrefix != userSubjectPrefix else {
             throw SettingsError(message: "ROOM_SUBJECT_PREFIX must differ from USER_SUBJECT_PREFIX ('\(userSubjectPrefix)'): a room named global would look like a user")
+        }
+        profileSubjectPrefix = reader.string("PROFILE_SUBJECT_PREFIX", default: "profiles")
+        resourceSubjectPrefix = reader.string("RESOURCE_SUBJECT_PREFIX", default: "resources")
+        for (name, value) in [("PROFILE_SUBJECT_PREFIX", profileSubjectPrefix), ("RESOURCE_SUBJECT_PREFIX", resourceSubjectPrefix)] {
+            guard Self.isValidSubject(value, wildcards: false) else {
+                throw SettingsError(message: "\(name): '\(value)' is not a valid subject prefix (no wildcards or spaces)")
+            }
+            guard value != userSubjectPrefix, value != roomSubjectPrefix else {
+                throw SettingsError(message: "\(name) must differ from USER_SUBJECT_PREFIX and ROOM_SUBJECT_PREFIX ('\(value)'): gateways tell the messages apart by subject")
+            }
+        }
+        guard profileSubjectPrefix != resourceSubjectPrefix else {
+            throw SettingsError(message: "PROFILE_SUBJECT_PREFIX and RESOURCE_SUBJECT_PREFIX must differ")
         }
         logLevel = reader.string("LOG_LEVEL", flag: flags.logLevel, default: "info").lowercased()
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
@@ -226,6 +244,10 @@ struct StoreSettings {
     /// How often the worker deletes expired items and corrects the unread
     /// counters; `nil`: never (DynamoDB's own TTL still deletes them).
     var sweepInterval: Duration?
+    /// Actor profiles and resource previews kept and shown current.
+    var enrichment: Bool
+    /// `CDN_BASE_URL`: picture paths become URLs under it.
+    var pictures: PictureURLs
 
     init(_ reader: SettingsReader, flags: StoreOptions) throws {
         let kind: StoreKind = try reader.choice("STORE", flag: flags.store, default: .sqlite)
@@ -247,6 +269,15 @@ struct StoreSettings {
             readRetention = .seconds(readDays * 86_400)
         }
         aggregateWindow = try reader.duration("AGGREGATE_WINDOW", flag: flags.aggregateWindow, default: .seconds(3_600), allowZero: true)
+        enrichment = try reader.bool("ENRICHMENT", flag: flags.enrichment, default: true)
+        let cdn = reader.raw("CDN_BASE_URL", flag: flags.cdnBaseURL)
+        if let cdn {
+            guard let url = URLComponents(string: cdn), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), let host = url.host,
+                  !host.isEmpty, url.query == nil, url.fragment == nil else {
+                throw SettingsError(message: "CDN_BASE_URL='\(cdn)' must be an http(s) URL without query or fragment, such as https://cdn.example.com (picture paths are appended to it)")
+            }
+        }
+        pictures = PictureURLs(base: cdn)
         backend = kind == .sqlite ? .sqlite : .dynamodb(try Self.dynamoDB(reader, flags: flags, tableName: tableName))
         // A sweep on DynamoDB scans the table: hourly by default.
         sweepInterval = try reader.duration(

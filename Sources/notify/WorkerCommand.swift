@@ -44,14 +44,18 @@ struct GatewayCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var options: GatewayOptions
 
+    @Option(name: .customLong("templates-dir"), help: "Directory of Mustache templates overriding the defaults, as the worker's: titles are rendered again when an actor's name changed. [env: TEMPLATES_DIR]")
+    var templatesDirectory: String?
+
     func run() async throws {
         let common = CommonSettings.load(common)
         let reader = SettingsReader(environment: ProcessInfo.processInfo.environment)
-        let (storeSettings, gatewaySettings) = settingsOrExit {
+        let (storeSettings, gatewaySettings, templates) = settingsOrExit {
             (try StoreSettings(reader, flags: store),
-             try GatewaySettings(reader, common: common, flags: options, consumer: GatewaySettings.environmentConsumer(reader, common: common)))
+             try GatewaySettings(reader, common: common, flags: options, consumer: GatewaySettings.environmentConsumer(reader, common: common)),
+             try DeliverySettings.templates(reader, directory: templatesDirectory))
         }
-        try await ServiceRunner.run(common: common, store: storeSettings) { runtime in
+        try await ServiceRunner.run(common: common, store: storeSettings, templates: templates) { runtime in
             try runtime.gateway(gatewaySettings)
         }
     }
