@@ -733,6 +733,16 @@ public struct NotificationRepository: Sendable {
         for id in publishedOutboxes {
             actions.append(.delete(ItemKey(partition: Self.outboxPartition, sort: id)))
         }
+        // An update of a notification the batch then deletes (its last
+        // actors leaving, as when their resource is deleted) says nothing
+        // the deletion does not.
+        let gone = Set(references.filter { $0.kind == .deleted }.map(\.id))
+        if !gone.isEmpty {
+            let kept = references.indices.filter { references[$0].kind != .updated || !references[$0].replaces.isEmpty || !gone.contains(references[$0].id) }
+            if kept.count < references.count {
+                (messages, references, priorities) = (kept.map { messages[$0] }, kept.map { references[$0] }, kept.map { priorities[$0] })
+            }
+        }
         // Changes of what notifications show go first.
         let announced = changed.compactMap { announcement($0, in: plan) }
         let outbox = outbox(announced + messages, changed + references, Array(repeating: .normal, count: announced.count) + priorities, now: now, into: &actions)

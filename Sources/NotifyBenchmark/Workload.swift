@@ -61,7 +61,10 @@ struct Workload {
         } else if live.insert(key).inserted {
             expectedUserMessages += 1
         }
-        let body = Self.event(kind: kind, owner: owner, trigger: trigger, resource: resource, eventID: "bench-\(sequence)")
+        // Time moves on (a thousand events a second), so each event's actor
+        // fields are newer than the profile the last one left.
+        let body = Self.event(
+            kind: kind, owner: owner, trigger: trigger, resource: resource, eventID: "bench-\(sequence)", createdAt: 1_765_318_000 + sequence / 1_000)
         return JetStreamAsyncPublisher.Message(subject: "notifications." + kind, payload: body)
     }
 
@@ -71,14 +74,14 @@ struct Workload {
     ]
 
     /// A realistic event body (~330 bytes).
-    static func event(kind: String, owner: String, trigger: String, resource: String, eventID: String) -> [UInt8] {
+    static func event(kind: String, owner: String, trigger: String, resource: String, eventID: String, createdAt: Int = 1_765_318_000) -> [UInt8] {
         let (action, type) = actions[kind]!
         let text = """
             {"owner":"\(owner)","trigger_user":"\(trigger)","username":"Someone \(trigger)",\
             "user_picture":"https://cdn.example.com/u/\(trigger).jpg","user_bio":"Writes about Swift and servers",\
             "action":\(action),"resource_type":"\(type)","resource_id":"\(resource)",\
             "excerpt":"That is a great point about notification fan-out and back-pressure!",\
-            "created_at":1765318000,"event_id":"\(eventID)"}
+            "created_at":\(createdAt),"event_id":"\(eventID)"}
             """
         return Array(text.utf8)
     }

@@ -27,6 +27,19 @@ final class GatewayHarness: Sendable {
     private let gatewayPort = Atomic<Int>(0)
     private let configure: @Sendable (inout GatewayConfiguration) -> Void
     let location: StoreLocation
+    /// The repositories' enrichment settings (worker and gateway alike).
+    private let enrichment: Enrichment
+
+    /// Enrichment as `ENRICHMENT`, `CDN_BASE_URL` and `TEMPLATES_DIR` set it.
+    struct Enrichment: Sendable {
+        var on = false
+        var pictures = PictureURLs()
+        var texts: (any NotificationTexts)?
+
+        func repository(_ store: any KeyValueStore, aggregateWindow: Duration? = nil) -> NotificationRepository {
+            NotificationRepository(store: store, aggregateWindow: aggregateWindow, texts: texts, enrichment: on, pictures: pictures)
+        }
+    }
 
     /// A service group, its task, and what it opened.
     struct Running: Sendable {
@@ -47,7 +60,7 @@ final class GatewayHarness: Sendable {
 
     /// - Parameter aggregateWindow: the worker's (`AGGREGATE_WINDOW`); off by default.
     static func run(
-        backend: Backend = .sqlite, aggregateWindow: Duration? = nil, throttle: ThrottleLimits? = nil,
+        backend: Backend = .sqlite, aggregateWindow: Duration? = nil, throttle: ThrottleLimits? = nil, enrichment: Enrichment = Enrichment(),
         configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
@@ -56,7 +69,7 @@ final class GatewayHarness: Sendable {
                 let location = try await StoreLocation.make(backend, directory: directory)
                 let harness = try await GatewayHarness(
                     server: server, directory: directory, location: location, aggregateWindow: aggregateWindow, throttle: throttle,
-                    configure: configure)
+                    enrichment: enrichment, configure: configure)
                 do {
                     try await body(harness)
                 } catch {
@@ -72,15 +85,17 @@ final class GatewayHarness: Sendable {
 
     private init(
         server: NATSServer, directory: TemporaryDirectory, location: StoreLocation, aggregateWindow: Duration?, throttle: ThrottleLimits?,
-        configure: @escaping @Sendable (inout GatewayConfiguration) -> Void
+        enrichment: Enrichment, configure: @escaping @Sendable (inout GatewayConfiguration) -> Void
     ) async throws {
         self.server = server
+        self.enrichment = enrichment
         self.directory = directory
         self.location = location
         self.configure = configure
         connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         jetStream = try JetStream(connection: connection)
-        worker = try await Self.startWorker(server: server, location: location, aggregateWindow: aggregateWindow, throttle: throttle)
+        worker = try await Self.startWorker(
+            server: server, location: location, aggregateWindow: aggregateWindow, throttle: throttle, enrichment: enrichment)
         gateway = Mutex(nil)
         try await startGateway()
     }
@@ -92,11 +107,11 @@ final class GatewayHarness: Sendable {
     }
 
     private static func startWorker(
-        server: NATSServer, location: StoreLocation, aggregateWindow: Duration?, throttle: ThrottleLimits?
+        server: NATSServer, location: StoreLocation, aggregateWindow: Duration?, throttle: ThrottleLimits?, enrichment: Enrichment
     ) async throws -> Running {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         let opened = try await location.open()
-        let repository = NotificationRepository(store: opened.store, aggregateWindow: aggregateWindow)
+        let repository = enrichment.repository(opened.store, aggregateWindow: aggregateWindow)
         let worker = try await NotificationWorker.prepare(
             configuration: {
                 var configuration = WorkerConfiguration(streamStorage: .file, ackWait: .seconds(5), fetchWait: .milliseconds(100))
@@ -112,7 +127,7 @@ final class GatewayHarness: Sendable {
     func startGateway() async throws {
         let connection = try await NATSConnection.connect(NATSConnectionOptions(urls: [server.url]))
         let opened = try await location.open()
-        let repository = NotificationRepository(store: opened.store)
+        let repository = enrichment.repository(opened.store)
         var configuration = GatewayConfiguration(host: "127.0.0.1", port: 0, jwtSecret: Self.secret)
         configure(&configuration)
         let gateway = try Gateway(
