@@ -52,7 +52,7 @@ public struct NotificationTemplates: Sendable, NotificationTexts {
     /// The variables every template may use.
     public static let variables: Set<String> = [
         "id", "kind", "owner", "trigger_user", "username", "user_picture", "action", "resource_type", "resource_id",
-        "resource_id_url", "excerpt", "actor_count", "others", "others_word", "has_others", "app_url",
+        "resource_id_url", "excerpt", "resource_title", "actor_count", "others", "others_word", "has_others", "app_url",
     ]
     /// What an email's HTML part may use on top: the rendered parts.
     public static let htmlVariables: Set<String> = ["title", "body", "action_url", "unsubscribe_url"]
@@ -199,6 +199,7 @@ private struct TemplateContext: MustacheParent {
         case "others": return String(others)
         case "others_word": return others == 1 ? "other" : "others"
         case "excerpt": return record.excerpt ?? ""
+        case "resource_title": return record.resourceTitle ?? ""
         case "id": return record.id
         case "kind": return kind
         case "owner": return record.room?.name ?? record.owner
