@@ -5,6 +5,7 @@ SWIFT       ?= swift
 PACKAGES    := libnats-dev nats-server libsqlite3-dev libssl-dev
 BENCH_ARGS  ?=
 GATEWAY_BENCH_ARGS ?=
+FEED_BENCH_ARGS ?=
 CHAOS_ARGS  ?=
 CLUSTER_ARGS ?=
 
@@ -43,13 +44,15 @@ browser-test: deps
 
 ## Throughput and latency figures (release build): one line of JSON for
 ## the worker with aggregation off and one with it on (AGGREGATE_WINDOW 1h),
-## one for the gateway (10,000 WebSockets).
+## one for the gateway (10,000 WebSockets), one for feed page reads through
+## the gateway (1,000,000 notifications stored, enrichment on).
 bench: deps
 	$(SWIFT) build -c release --product NotifyBenchmark
 	$(SWIFT) build -c release --product notify
 	.build/release/NotifyBenchmark --aggregate-window 0 $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --aggregate-window 1h $(BENCH_ARGS)
 	.build/release/NotifyBenchmark --gateway true $(GATEWAY_BENCH_ARGS)
+	.build/release/NotifyBenchmark --feed true $(FEED_BENCH_ARGS)
 
 ## Worker throughput with 1 and with 2 workers: on one nats-server and the
 ## SQLite file (200,000 events), and on a 3-node cluster (stream R3) with

@@ -25,6 +25,14 @@ struct Benchmark {
         var aggregateWindow = "1h"
         /// Posts per owner that likes go to (0: a post per like).
         var postsPerOwner = 0
+        /// `--feed true`: feed page reads through the gateway (``FeedBenchmark``).
+        var feed = false
+        /// Notifications stored for the feed reads.
+        var notifications = 1_000_000
+        /// Owners the feed's notifications are spread over.
+        var feedOwners = 10_000
+        /// Feed page requests measured.
+        var requests = 20_000
 
         init(_ arguments: [String]) {
             var iterator = arguments.dropFirst().makeIterator()
@@ -46,8 +54,12 @@ struct Benchmark {
                 case "--cluster": cluster = value == "true"
                 case "--aggregate-window": aggregateWindow = value
                 case "--posts-per-owner": postsPerOwner = max(0, Int(value) ?? 0)
+                case "--feed": feed = value == "true"
+                case "--notifications": notifications = Int(value) ?? notifications
+                case "--feed-owners": feedOwners = Int(value) ?? feedOwners
+                case "--requests": requests = Int(value) ?? requests
                 default:
-                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true] [--aggregate-window 0|1h] [--posts-per-owner N]\n".utf8))
+                    FileHandle.standardError.write(Data("usage: NotifyBenchmark [--events N] [--owners N] [--rate N] [--seconds N] [--synchronous full|normal] [--batch-size N] [--keep true] [--store-only true] [--nats-url URL] [--gateway true] [--users N] [--workers N] [--cluster true] [--aggregate-window 0|1h] [--posts-per-owner N] [--feed true] [--notifications N] [--feed-owners N] [--requests N]\n".utf8))
                     exit(2)
                 }
             }
@@ -99,6 +111,12 @@ struct Benchmark {
             raiseFileLimit()
             let result = try await GatewayBenchmark.run(options, server: server, directory: workDirectory.path)
             NATSLibrary.shutdown()
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        if options.feed {
+            let result = try await FeedBenchmark.run(options, server: server, directory: workDirectory.path)
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
             return

@@ -50,8 +50,11 @@ struct PublishCommand: AsyncParsableCommand {
         } else {
             body = Array(FileHandle.standardInput.readDataToEndOfFile())
         }
-        let validator = EventValidator(subjects: EventSubjects(filter: settings.subject))
-        if case .failure(let rejection) = validator.validate(subject: subject, body: body, now: Int64(Date().timeIntervalSince1970)) {
+        // As a worker with enrichment on (the default) and this CDN_BASE_URL judges it.
+        let validator = EventValidator(
+            subjects: EventSubjects(filter: settings.subject),
+            pictures: PictureURLs(base: ProcessInfo.processInfo.environment["CDN_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }), acceptsUpdates: true)
+        if case .failure(let rejection) = validator.validateInbound(subject: subject, body: body, now: Int64(Date().timeIntervalSince1970)) {
             FileHandle.standardError.write(Data("notify: warning: the worker will dead-letter this event (\(rejection))\n".utf8))
         }
 
