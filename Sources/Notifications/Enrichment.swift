@@ -1,5 +1,5 @@
 import JSON
-public import KeyValueStore
+import KeyValueStore
 
 /// What is known of a user as an actor: the fields a notification shows
 /// beside `trigger_user`, and when they were current.

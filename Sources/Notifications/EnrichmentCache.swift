@@ -1,4 +1,4 @@
-public import KeyValueStore
+import KeyValueStore
 import JSON
 import Synchronization
 

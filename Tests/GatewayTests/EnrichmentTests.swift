@@ -25,7 +25,10 @@ struct EnrichmentTests {
     func aRenameAfterAThousandNotificationsShowsOnEveryPageAndReachesOpenClients(backend: Backend) async throws {
         try await GatewayHarness.run(backend: backend, aggregateWindow: .seconds(3_600), enrichment: Self.enrichment) { (harness) async throws in
             let created = Self.now - 60
-            for index in 0..<1_000 {
+            // A thousand on SQLite; fewer on the DynamoDB emulator, which
+            // the rest of the suite shares.
+            let count = backend == .sqlite ? 1_000 : 60
+            for index in 0..<count {
                 try await harness.publish("post.like", #"{"owner":"bo","trigger_user":"ana","username":"Ana","user_picture":"/a/1.jpg","action":1,"resource_type":"POST","resource_id":"p\#(index)","created_at":\#(created)}"#)
             }
             // Two follows fold into one group with ana among its actors.
@@ -33,7 +36,7 @@ struct EnrichmentTests {
             try await harness.publish("user.follow", #"{"owner":"bo","trigger_user":"ana","action":5,"resource_type":"USER","resource_id":"bo","created_at":\#(created)}"#)
             let token = harness.token("bo")
             #expect(try await eventually(timeout: .seconds(30)) {
-                try await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int == 1_001
+                try await harness.get("/v1/notifications/unread_count", token: token).json["unread"] as? Int == count + 1
             })
             // Before: the name the events carried, the picture under the CDN.
             let first = try await harness.get("/v1/notifications?limit=1", token: token).json["items"] as? [[String: Any]]
@@ -70,7 +73,7 @@ struct EnrichmentTests {
                 }
                 before = page["next"] as? String
             } while before != nil
-            #expect(seen == 1_001)
+            #expect(seen == count + 1)
             let groupID = try #require(group["id"] as? String)
             let actors = try await harness.get("/v1/notifications/\(groupID)/actors", token: token).json["items"] as? [[String: Any]]
             #expect(actors?.map { $0["username"] as? String } == ["Ana Bee", "Cy"])
