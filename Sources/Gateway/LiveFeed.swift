@@ -57,7 +57,7 @@ struct LiveFeed<Sink: LiveSink>: Sendable {
             if repository.enrichment {
                 // The client shows its newest page: its actors' profile
                 // changes are sent from now on (later pages read here add theirs).
-                hub.noteActors(try await repository.feed(owner: user, limit: Self.watchedPage).items.flatMap(\.actorIDs), for: user)
+                hub.noteActors(try await repository.newestActors(owner: user, limit: Self.watchedPage), for: user)
             }
             var hello = JSONWriterBridge()
             hello.hello(user: user, unread: try await repository.unreadCount(owner: user))

@@ -133,14 +133,27 @@ extension NotificationRepository {
 
     /// The message announcing a changed profile or resource, as planned.
     func announcement(_ reference: OutboxReference, in plan: BatchPlan) -> OutboundMessage? {
+        announcement(reference, item: plan.current(Self.announcedKey(reference)))
+    }
+
+    /// The item a profile or resource reference announces.
+    static func announcedKey(_ reference: OutboxReference) -> ItemKey {
+        reference.kind == .profile
+            ? profileKey(reference.owner) : resourceKey(ResourceReference(type: reference.owner, id: reference.id))
+    }
+
+    /// The message announcing `item`, the profile or resource `reference`
+    /// names; `nil` when it is gone or is not one.
+    func announcement(_ reference: OutboxReference, item: Item?) -> OutboundMessage? {
+        guard let item else { return nil }
         switch reference.kind {
         case .profile:
-            return profile(of: reference.owner, in: plan).map {
+            return ActorProfile(attributes: item.attributes).map {
                 .profileUpdated(user: reference.owner, $0, subjects: subjects, pictures: pictures)
             }
         case .resource:
             let resource = ResourceReference(type: reference.owner, id: reference.id)
-            return preview(of: resource, in: plan).map { .resourceUpdated(resource, $0, subjects: subjects) }
+            return ResourcePreview(attributes: item.attributes).map { .resourceUpdated(resource, $0, subjects: subjects) }
         case .created, .deleted, .updated:
             return nil
         }

@@ -1033,8 +1033,7 @@ public struct NotificationRepository: Sendable {
             for reference in references {
                 switch reference.kind {
                 case .created, .updated: keys.append(Self.notificationKey(reference.owner, reference.id))
-                case .profile: keys.append(Self.profileKey(reference.owner))
-                case .resource: keys.append(Self.resourceKey(ResourceReference(type: reference.owner, id: reference.id)))
+                case .profile, .resource: keys.append(Self.announcedKey(reference))
                 case .deleted: break
                 }
             }
@@ -1049,16 +1048,9 @@ public struct NotificationRepository: Sendable {
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
                           let record = NotificationRecord(attributes: item.attributes) else { return nil }
                     return .created(pictures.absolute(record), subjects: subjects)
-                case .profile:
-                    // Announces the profile as it is now.
-                    guard let item = notifications[Self.profileKey(reference.owner)],
-                          let profile = ActorProfile(attributes: item.attributes) else { return nil }
-                    return .profileUpdated(user: reference.owner, profile, subjects: subjects, pictures: pictures)
-                case .resource:
-                    let resource = ResourceReference(type: reference.owner, id: reference.id)
-                    guard let item = notifications[Self.resourceKey(resource)],
-                          let preview = ResourcePreview(attributes: item.attributes) else { return nil }
-                    return .resourceUpdated(resource, preview, subjects: subjects)
+                case .profile, .resource:
+                    // Announces the profile or resource as it is now.
+                    return announcement(reference, item: notifications[Self.announcedKey(reference)])
                 case .updated:
                     let replaces = reference.replaces.isEmpty ? nil : reference.replaces
                     guard let item = notifications[Self.notificationKey(reference.owner, reference.id)],
@@ -1102,6 +1094,20 @@ public struct NotificationRepository: Sendable {
     /// The owner's notifications, newest first, older than `before` (an
     /// id), as clients see them (``enrich(_:)``).
     public func feed(owner: String, limit: Int, before: String? = nil) async throws(KeyValueStoreError) -> FeedPage {
+        let (records, next) = try await storedFeed(owner: owner, limit: limit, before: before)
+        return FeedPage(items: try await enrich(records), next: next)
+    }
+
+    /// Who the owner's newest `limit` notifications show (their actors and
+    /// shown group actors), as stored: no enrichment read.
+    public func newestActors(owner: String, limit: Int) async throws(KeyValueStoreError) -> [String] {
+        try await storedFeed(owner: owner, limit: limit, before: nil).records.flatMap(\.actorIDs)
+    }
+
+    /// A page of the owner's notifications as stored, and the next cursor.
+    private func storedFeed(
+        owner: String, limit: Int, before: String?
+    ) async throws(KeyValueStoreError) -> (records: [NotificationRecord], next: String?) {
         let partition = Self.partition(owner)
         let page = try await store.query(Query(
             partition: partition,
@@ -1116,8 +1122,7 @@ public struct NotificationRepository: Sendable {
             }
             records.append(record)
         }
-        let next = page.items.count > limit ? records.last?.id : nil
-        return FeedPage(items: try await enrich(records), next: next)
+        return (records, page.items.count > limit ? records.last?.id : nil)
     }
 
     /// The actors of one of the owner's notifications, newest first, older

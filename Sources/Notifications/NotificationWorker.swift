@@ -516,10 +516,7 @@ final class WorkerLoop {
             metrics.record(outcome, of: updates[index].1)
             logger.debug("update applied", metadata: ["subject": .string(updates[index].0.subject), "outcome": .string("\(outcome)")])
         }
-        if let outbox = result.outbox {
-            publish(outbox)
-            worker.connection.sendBuffered()
-        }
+        if let outbox = result.outbox { publish(outbox) }
         crashIfAsked(.afterPublish)
         for (resource, time) in result.deletedResources {
             try await retractNotifications(on: resource, at: time)
@@ -542,10 +539,7 @@ final class WorkerLoop {
                 if case .retracted = outcome { retracted += 1 }
                 if case .actorRemoved = outcome { retracted += 1 }
             }
-            if let outbox = result.outbox {
-                publish(outbox)
-                worker.connection.sendBuffered()
-            }
+            if let outbox = result.outbox { publish(outbox) }
         }
         try await repository.forgetOwners(of: resource)
         metrics.retractedForDeletedResource(retracted)
@@ -556,8 +550,8 @@ final class WorkerLoop {
 
     // MARK: Outbox
 
-    /// Publishes a committed outbox and forgets it; on failure leaves it in
-    /// the store for ``outboxIsClear()``.
+    /// Publishes a committed outbox (sent at once, not left buffered) and
+    /// forgets it; on failure leaves it in the store for ``outboxIsClear()``.
     private func publish(_ outbox: OutboxBatch) {
         do {
             let receipt = try worker.connection.publishConfirmable { connection throws(NATSError) in
@@ -573,6 +567,7 @@ final class WorkerLoop {
             ])
             outboxPending = true
         }
+        worker.connection.sendBuffered()
     }
 
     /// Moves the outboxes the server confirmed to ``undeleted``; an
