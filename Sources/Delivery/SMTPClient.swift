@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// Where and how to hand email over: an SMTP submission server.
 public struct SMTPConfiguration: Sendable {
@@ -143,18 +144,20 @@ public struct SMTPClient: Sendable {
         let host = configuration.host
         let tls = self.tls
         let implicitTLS = configuration.security == .tls
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let (channel, implicitHandshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(10))
             .connect(host: host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    var handshake: EventLoopFuture<Void>?
                     if implicitTLS, let tls {
-                        try channel.pipeline.syncOperations.addHandler(try Self.tlsHandler(tls, host: host))
+                        handshake = try Self.addTLS(tls, host: host, to: channel)
                     }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineDecoder()))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    return (try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel), handshake)
                 }
             }
         try await channel.executeThenClose { inbound, outbound in
+            try await implicitHandshake?.get()
             var conversation = SMTPConversation(inbound: inbound.makeAsyncIterator(), outbound: outbound)
             try await conversation.expect(220, after: "connecting")
             var extensions = try await conversation.ehlo(configuration.heloName)
@@ -163,8 +166,14 @@ public struct SMTPClient: Sendable {
                     throw SMTPError.permanent("smtp_no_starttls: \(host) does not offer STARTTLS; set SMTP_TLS=tls for port 465, or none for a trusted relay")
                 }
                 try await conversation.command("STARTTLS", expect: 220)
-                try await channel.channel.eventLoop.submit {
-                    try channel.channel.pipeline.syncOperations.addHandler(try Self.tlsHandler(tls, host: host), position: .first)
+                // The handshake is awaited before EHLO: a failed one then
+                // reports why, not the write it would otherwise race.
+                try await channel.channel.eventLoop.flatSubmit {
+                    do {
+                        return try Self.addTLS(tls, host: host, to: channel.channel)
+                    } catch {
+                        return channel.channel.eventLoop.makeFailedFuture(error)
+                    }
                 }.get()
                 extensions = try await conversation.ehlo(configuration.heloName)
             }
@@ -182,11 +191,52 @@ public struct SMTPClient: Sendable {
         }
     }
 
-    private static func tlsHandler(_ context: NIOSSLContext, host: String) throws -> NIOSSLClientHandler {
+    /// Puts TLS first in `channel`'s pipeline (on its event loop); the
+    /// future completes with the handshake, or fails with its error.
+    private static func addTLS(_ context: NIOSSLContext, host: String, to channel: any Channel) throws -> EventLoopFuture<Void> {
         // SNI carries names only; an IP address is checked against the
         // certificate's IP entries without it.
         let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
-        return try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
+        let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
+        let handshake = channel.eventLoop.makePromise(of: Void.self)
+        try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWatch(handshake), position: .after(handler))
+        return handshake.futureResult
+    }
+}
+
+/// Sits behind the TLS handler and settles `handshake` with the first of:
+/// the handshake completing, an error, the connection closing.
+private final class TLSHandshakeWatch: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let handshake: EventLoopPromise<Void>
+    private var settled = false
+
+    init(_ handshake: EventLoopPromise<Void>) { self.handshake = handshake }
+
+    private func settle(_ result: Result<Void, any Error>) {
+        guard !settled else { return }
+        settled = true
+        handshake.completeWith(result)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted? = event as? TLSUserEvent { settle(.success(())) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        settle(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        settle(.failure(SMTPError.transient("tls: the server closed the connection during the TLS handshake")))
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        settle(.failure(ChannelError.ioOnClosedChannel))
     }
 }
 

@@ -130,10 +130,8 @@ struct WebhookTests {
 
     @Test("an unreachable webhook is a transient failure, retried until the last try")
     func unreachable() async throws {
-        // A port nothing listens on: bind a receiver, note its port, stop it.
-        let closed = try await HTTPReceiver { _, _ in (200, []) }
-        let url = closed.url
-        await closed.stop()
+        let refusing = try RefusingPort()
+        let url = "http://127.0.0.1:\(refusing.port)/hook"
         try await DeliveryHarness.run(senders: [WebhookSender(timeout: .seconds(2))]) { harness in
             try await withWebhook(owner: "u5", harness: harness, url: url)
             try await harness.like(owner: "u5")
@@ -142,6 +140,7 @@ struct WebhookTests {
             #expect(delivery.attempts == 3)
             #expect(delivery.error?.hasPrefix("connection") == true)
         }
+        withExtendedLifetime(refusing) {}
     }
 
     @Test("a user who muted the channel, or has no address, gets nothing sent and no delivery recorded")
