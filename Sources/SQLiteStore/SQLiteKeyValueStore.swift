@@ -210,12 +210,18 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         let (sql, ttl, now) = (sql, timeToLive, clock.now())
         return try await database.writerQueue().run { connection throws(KeyValueStoreError) in
             try Self.transaction(on: connection) { () throws(KeyValueStoreError) -> Result in
+                // The plan reads inside this write transaction, so what it
+                // read is still stored when the actions run: their
+                // conditions are checked on it without reading again.
+                var read: [ItemKey: StoredItem] = [:]
                 let reader = ItemReader { keys throws(KeyValueStoreError) in
                     var found: [ItemKey: Item] = [:]
                     found.reserveCapacity(keys.count)
                     for key in keys {
                         try Self.validate(key)
-                        if let item = try Self.read(key, on: connection, sql: sql, timeToLive: ttl, now: now) { found[key] = item }
+                        let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                        read[key] = stored
+                        if let item = stored.live { found[key] = item }
                     }
                     return found
                 }
@@ -224,7 +230,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                     try planned.actions.validateTransaction()
                     for action in planned.actions { try Self.validate(action.key) }
                     let encoded = Self.encode(planned.actions, timeToLive: ttl)
-                    try Self.execute(planned.actions, encoded: encoded, on: connection, sql: sql, timeToLive: ttl, now: now)
+                    try Self.execute(planned.actions, encoded: encoded, read: read, on: connection, sql: sql, timeToLive: ttl, now: now)
                 }
                 return planned.result
             }
@@ -241,43 +247,40 @@ public final class SQLiteKeyValueStore: KeyValueStore {
 
     /// Checks each action's condition and writes it, inside the caller's
     /// transaction; throws a cancellation (for the caller to roll back)
-    /// when any condition fails.
+    /// when any condition fails. `read` holds items read earlier in the
+    /// same transaction: their conditions are checked without a lookup.
     private static func execute(
-        _ actions: [WriteAction], encoded: [EncodedItem?], on connection: SQLiteConnection, sql: Statements,
-        timeToLive ttl: TimeToLive?, now: Int64
+        _ actions: [WriteAction], encoded: [EncodedItem?], read: [ItemKey: StoredItem] = [:], on connection: SQLiteConnection,
+        sql: Statements, timeToLive ttl: TimeToLive?, now: Int64
     ) throws(KeyValueStoreError) {
         var reasons = [KeyValueStoreError.CancellationReason](repeating: .none, count: actions.count)
         var failed = false
+        func stored(_ key: ItemKey) throws(KeyValueStoreError) -> StoredItem {
+            if let known = read[key] { return known }
+            return try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+        }
         // Actions touch distinct items, so one action's write cannot
         // change another's condition; on any failure all is rolled back.
         for (index, action) in actions.enumerated() {
             let holds: Bool
             switch action {
-            case .put(_, .itemNotExists?):
+            case .put(let item, .itemNotExists?) where read[item.key] == nil:
                 holds = try insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
             case .put(let item, let condition):
-                if let condition {
-                    holds = try stored(item.key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
-                } else {
-                    holds = true
-                }
+                holds = try condition.map { condition throws(KeyValueStoreError) in try stored(item.key).satisfies(condition) } ?? true
                 if holds { try write(encoded[index]!, on: connection, sql: sql) }
             case .delete(let key, let condition):
-                if let condition {
-                    holds = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
-                } else {
-                    holds = true
-                }
+                holds = try condition.map { condition throws(KeyValueStoreError) in try stored(key).satisfies(condition) } ?? true
                 if holds { try remove(key, on: connection, sql: sql) }
             case .update(let key, let update, let condition):
-                let stored = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
+                let stored = try stored(key)
                 holds = condition.map(stored.satisfies) ?? true
                 if holds {
                     let new = try update.applied(to: stored.live, key: key)
                     try write(EncodedItem(new, timeToLive: ttl), on: connection, sql: sql)
                 }
             case .conditionCheck(let key, let condition):
-                holds = try stored(key, on: connection, sql: sql, timeToLive: ttl, now: now).satisfies(condition)
+                holds = try stored(key).satisfies(condition)
             }
             if !holds {
                 reasons[index] = .conditionalCheckFailed

@@ -397,6 +397,47 @@ struct ConformanceTests {
     }
 
     @Test(arguments: Backend.allCases)
+    func conditionsOnItemsThePlanReadHoldOrFailAsOnAnyOther(backend: Backend) async throws {
+        try await backend.withStore { (store) async throws in
+            let keys = ["a", "b", "c", "d", "e"].map { ItemKey(partition: "p", sort: $0) }
+            try await store.putItem(Item(key: keys[0], attributes: ["v": 1]))
+            try await store.putItem(Item(key: keys[1], attributes: ["v": 1]))
+            try await store.putItem(Item(key: keys[2], attributes: ["v": 1]))
+            // Every key read first; each condition below is wrong about what was read.
+            let error = await #expect(throws: KeyValueStoreError.self) {
+                try await store.readAndWrite(prefetching: keys) { reader throws(KeyValueStoreError) in
+                    let read = try reader.items(keys)
+                    return PlannedWrite(actions: [
+                        .put(Item(key: keys[0], attributes: ["v": 2]), condition: .matches(Item(key: keys[0], attributes: ["v": 9]))),
+                        .delete(keys[1], condition: .itemNotExists),
+                        .conditionCheck(keys[2], .itemNotExists),
+                        .put(Item(key: keys[3], attributes: ["v": 2]), condition: .matches(Item(key: keys[3], attributes: ["v": 1]))),
+                        .put(Item(key: keys[4], attributes: ["v": 2]), condition: read[keys[4]].map { .matches($0) } ?? .itemNotExists),
+                    ], result: ())
+                }
+            }
+            #expect(error?.failedActionIndices == [0, 1, 2, 3])
+            #expect(try await store.getItem(keys[0])?["v"] == 1)
+            #expect(try await store.getItem(keys[4]) == nil)
+            // Right about what was read: all of it is written.
+            try await store.readAndWrite(prefetching: keys) { reader throws(KeyValueStoreError) in
+                let read = try reader.items(keys)
+                return PlannedWrite(actions: [
+                    .put(Item(key: keys[0], attributes: ["v": 2]), condition: .matches(read[keys[0]]!)),
+                    .delete(keys[1], condition: .matches(read[keys[1]]!)),
+                    .conditionCheck(keys[2], .matches(read[keys[2]]!)),
+                    .update(keys[3], Update(add: ["v": 5]), condition: .itemNotExists),
+                    .put(Item(key: keys[4], attributes: ["v": 2]), condition: .itemNotExists),
+                ], result: ())
+            }
+            #expect(try await store.getItem(keys[0])?["v"] == 2)
+            #expect(try await store.getItem(keys[1]) == nil)
+            #expect(try await store.getItem(keys[3])?["v"] == 5)
+            #expect(try await store.getItem(keys[4])?["v"] == 2)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
     func readAndWriteDoesNotSeeExpiredItemsAndMayWriteNothing(backend: Backend) async throws {
         let clock = ManualClock()
         try await backend.withStore(clock: clock) { (store) async throws in

@@ -1,4 +1,4 @@
-public import DynamoDBStore
+import DynamoDBStore
 public import KeyValueStore
 import SQLiteStore
 
