@@ -21,12 +21,11 @@ extension NotificationRepository {
         ItemKey(partition: resourcePartition(resource), sort: "O#" + owner)
     }
 
-    /// The keys a batch reads for enrichment: each event's actor profile
-    /// and, for a creating one, its resource and the resource's owner entry;
-    /// each update's profile or resource.
-    func enrichmentKeys(_ events: [IncomingEvent], _ updates: [EnrichmentUpdate]) -> Set<ItemKey> {
-        guard enrichment else { return [] }
-        var keys = Set<ItemKey>()
+    /// Adds the keys a batch reads for enrichment: each event's actor
+    /// profile and, for a creating one, its resource and the resource's
+    /// owner entry; each update's profile or resource.
+    func addEnrichmentKeys(_ events: [IncomingEvent], _ updates: [EnrichmentUpdate], to keys: inout Set<ItemKey>) {
+        guard enrichment else { return }
         for incoming in events where !incoming.event.isSelfNotification {
             let event = incoming.event
             keys.insert(Self.profileKey(event.triggerUser))
@@ -42,7 +41,6 @@ extension NotificationRepository {
             case .resource(let update): keys.insert(Self.resourceKey(update.resource))
             }
         }
-        return keys
     }
 
     /// A stored profile as the plan sees it now.
@@ -86,11 +84,11 @@ extension NotificationRepository {
     /// outbox reference announcing a change clients see.
     func planActor(of event: NotificationEvent, in plan: inout BatchPlan) -> (NotificationEvent, OutboxReference?) {
         guard enrichment else { return (event, nil) }
-        let stored = profile(of: event.triggerUser, in: plan)
+        let key = Self.profileKey(event.triggerUser)
+        let stored = plan.current(key).flatMap { ActorProfile(attributes: $0.attributes) }
         var current = stored
         var reference: OutboxReference?
         if let next = stored.map({ $0.updated(by: event) }) ?? ActorProfile(event: event) {
-            let key = Self.profileKey(event.triggerUser)
             plan.set(key, Item(key: key, attributes: next.attributes))
             current = next
             // A newer date alone changes nothing a client shows.
@@ -111,7 +109,7 @@ extension NotificationRepository {
         guard enrichment else { return false }
         let key = Self.resourceKey(event.resource)
         plan.check(key)
-        return preview(of: event.resource, in: plan)?.deleted == true
+        return plan.current(key).flatMap { ResourcePreview(attributes: $0.attributes) }?.deleted == true
     }
 
     /// Notes that `owner` has a notification about the event's resource,

@@ -403,7 +403,7 @@ public struct NotificationRepository: Sendable {
         // What decisions depend on: markers, action-key pointers and open
         // groups (then, read by the plan, the notifications and groups
         // they lead to).
-        var keys = Set<ItemKey>()
+        var keys = Set<ItemKey>(minimumCapacity: events.count * (enrichment ? 6 : 3) + updates.count)
         for incoming in events where !incoming.event.isSelfNotification {
             let owner = incoming.event.owner
             keys.insert(Self.actionKey(owner, incoming.event.actionKey))
@@ -416,7 +416,7 @@ public struct NotificationRepository: Sendable {
                 keys.insert(Self.openGroupKey(incoming.event))
             }
         }
-        keys.formUnion(enrichmentKeys(events, updates))
+        addEnrichmentKeys(events, updates, to: &keys)
         var members: [ItemKey: [Item]] = [:]
         while true {
             let outcome = try await store.readAndWrite(prefetching: Array(keys)) { [self, keys, members] reader throws(KeyValueStoreError) in
@@ -1368,8 +1368,9 @@ struct BatchPlan {
     private var owners: [String] = []
 
     mutating func record(read keys: Set<ItemKey>, found: [ItemKey: Item]) {
-        readKeys.formUnion(keys)
-        original.merge(found) { _, new in new }
+        // The first read of a batch (most of it) is taken as is, not rehashed.
+        if readKeys.isEmpty { readKeys = keys } else { readKeys.formUnion(keys) }
+        if original.isEmpty { original = found } else { original.merge(found) { _, new in new } }
     }
 
     func current(_ key: ItemKey) -> Item? {

@@ -6,17 +6,19 @@ import SQLiteStore
 
 /// The store path alone: the benchmark's events validated and applied in
 /// batches to the SQLite repository, without NATS. Shows the store's
-/// ceiling on this machine.
+/// ceiling on this machine. Enrichment is on, as in the worker, unless
+/// `ENRICHMENT=false` is in the environment.
 enum StoreBenchmark {
     static func run(_ options: Benchmark.Options, directory: String) async throws -> [String: Any] {
         let synchronous = SQLiteDatabase.Synchronous(rawValue: options.synchronous) ?? .full
         let database = try await SQLiteDatabase.open(.init(path: directory + "/store.sqlite", synchronous: synchronous))
         let store = try await SQLiteKeyValueStore(database: database, tableName: "notifications")
-        let repository = NotificationRepository(store: store)
+        let enrichment = ProcessInfo.processInfo.environment["ENRICHMENT"] != "false"
+        let repository = NotificationRepository(store: store, enrichment: enrichment)
         let validator = EventValidator(subjects: EventSubjects(filter: "notifications.>"))
         var workload = Workload(owners: options.owners, seed: 42)
         let messages = (0..<options.events).map { _ in workload.next() }
-        progress("applying \(options.events) events in batches of \(options.batchSize) (synchronous=\(options.synchronous))")
+        progress("applying \(options.events) events in batches of \(options.batchSize) (synchronous=\(options.synchronous), enrichment \(enrichment ? "on" : "off"))")
         let now = Int64(Date().timeIntervalSince1970)
         let clock = ContinuousClock()
         let started = clock.now
@@ -44,7 +46,7 @@ enum StoreBenchmark {
         let size = (try? FileManager.default.attributesOfItem(atPath: directory + "/store.sqlite")[.size] as? Int) ?? 0
         progress(String(format: "store only: %.0f events/s (validation %.1f%% of the time)", Double(options.events) / elapsed, seconds(validation) / elapsed * 100))
         return [
-            "mode": "store-only", "events": options.events, "events_per_second": Int(Double(options.events) / elapsed),
+            "mode": "store-only", "enrichment": enrichment, "events": options.events, "events_per_second": Int(Double(options.events) / elapsed),
             "batch_size": options.batchSize, "sqlite_synchronous": options.synchronous, "database_mib": size / 1_048_576,
         ]
     }

@@ -217,6 +217,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
                 let reader = ItemReader { keys throws(KeyValueStoreError) in
                     var found: [ItemKey: Item] = [:]
                     found.reserveCapacity(keys.count)
+                    read.reserveCapacity(read.count + keys.count)
                     for key in keys {
                         try Self.validate(key)
                         let stored = try Self.stored(key, on: connection, sql: sql, timeToLive: ttl, now: now)
@@ -264,7 +265,7 @@ public final class SQLiteKeyValueStore: KeyValueStore {
         for (index, action) in actions.enumerated() {
             let holds: Bool
             switch action {
-            case .put(let item, .itemNotExists?) where read[item.key] == nil:
+            case .put(let item, .itemNotExists?) where read.index(forKey: item.key) == nil:
                 holds = try insertIfAbsent(encoded[index]!, on: connection, sql: sql, now: now)
             case .put(let item, let condition):
                 holds = try condition.map { condition throws(KeyValueStoreError) in try stored(item.key).satisfies(condition) } ?? true
