@@ -168,6 +168,7 @@ struct Benchmark {
         result["worker_peak_rss_mib"] = workers.map { $0.peakRSSMiB() }.max() ?? 0
         result["workers"] = options.workers
         result["sqlite_synchronous"] = options.synchronous
+        result["enrichment"] = enrichmentInEnvironment()
         result["batch_size"] = options.batchSize
         result["owners"] = options.owners
         result["cores"] = ProcessInfo.processInfo.activeProcessorCount
@@ -334,4 +335,11 @@ func percentile(_ values: [Double], _ fraction: Double) -> Double {
     let sorted = values.sorted()
     let index = min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)
     return (sorted[max(index, 0)] * 100).rounded() / 100
+}
+
+/// Whether `ENRICHMENT` in this process's environment leaves enrichment on,
+/// as the workers it starts (which inherit the environment) read it.
+func enrichmentInEnvironment() -> Bool {
+    guard let text = ProcessInfo.processInfo.environment["ENRICHMENT"]?.lowercased() else { return true }
+    return !["0", "false", "no", "off"].contains(text)
 }

@@ -7,13 +7,13 @@ import SQLiteStore
 /// The store path alone: the benchmark's events validated and applied in
 /// batches to the SQLite repository, without NATS. Shows the store's
 /// ceiling on this machine. Enrichment is on, as in the worker, unless
-/// `ENRICHMENT=false` is in the environment.
+/// `ENRICHMENT` in the environment turns it off.
 enum StoreBenchmark {
     static func run(_ options: Benchmark.Options, directory: String) async throws -> [String: Any] {
         let synchronous = SQLiteDatabase.Synchronous(rawValue: options.synchronous) ?? .full
         let database = try await SQLiteDatabase.open(.init(path: directory + "/store.sqlite", synchronous: synchronous))
         let store = try await SQLiteKeyValueStore(database: database, tableName: "notifications")
-        let enrichment = ProcessInfo.processInfo.environment["ENRICHMENT"] != "false"
+        let enrichment = enrichmentInEnvironment()
         let repository = NotificationRepository(store: store, enrichment: enrichment)
         let validator = EventValidator(subjects: EventSubjects(filter: "notifications.>"))
         var workload = Workload(owners: options.owners, seed: 42)
