@@ -168,13 +168,10 @@ public struct SMTPClient: Sendable {
                 try await conversation.command("STARTTLS", expect: 220)
                 // The handshake is awaited before EHLO: a failed one then
                 // reports why, not the write it would otherwise race.
-                try await channel.channel.eventLoop.flatSubmit {
-                    do {
-                        return try Self.addTLS(tls, host: host, to: channel.channel)
-                    } catch {
-                        return channel.channel.eventLoop.makeFailedFuture(error)
-                    }
+                let handshake = try await channel.channel.eventLoop.submit {
+                    try Self.addTLS(tls, host: host, to: channel.channel)
                 }.get()
+                try await handshake.get()
                 extensions = try await conversation.ehlo(configuration.heloName)
             }
             if let username = configuration.username, let password = configuration.password {

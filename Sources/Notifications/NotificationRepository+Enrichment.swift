@@ -43,14 +43,14 @@ extension NotificationRepository {
         }
     }
 
-    /// A stored profile as the plan sees it now.
-    func profile(of user: String, in plan: BatchPlan) -> ActorProfile? {
-        plan.current(Self.profileKey(user)).flatMap { ActorProfile(attributes: $0.attributes) }
+    /// The profile stored at `key` (``profileKey(_:)``) as the plan sees it now.
+    func profile(at key: ItemKey, in plan: BatchPlan) -> ActorProfile? {
+        plan.current(key).flatMap { ActorProfile(attributes: $0.attributes) }
     }
 
-    /// A stored resource as the plan sees it now.
-    func preview(of resource: ResourceReference, in plan: BatchPlan) -> ResourcePreview? {
-        plan.current(Self.resourceKey(resource)).flatMap { ResourcePreview(attributes: $0.attributes) }
+    /// The resource stored at `key` (``resourceKey(_:)``) as the plan sees it now.
+    func preview(at key: ItemKey, in plan: BatchPlan) -> ResourcePreview? {
+        plan.current(key).flatMap { ResourcePreview(attributes: $0.attributes) }
     }
 
     /// Plans `update`: written when at least as new as what is stored and
@@ -59,15 +59,17 @@ extension NotificationRepository {
     func plan(_ update: EnrichmentUpdate, in plan: inout BatchPlan) -> (UpdateOutcome, OutboxReference?) {
         switch update {
         case .profile(let update):
-            let stored = profile(of: update.user, in: plan)
-            if let stored, update.profile.updatedAt < stored.updatedAt || update.profile == stored { return (.stale, nil) }
             let key = Self.profileKey(update.user)
+            if let stored = profile(at: key, in: plan), update.profile.updatedAt < stored.updatedAt || update.profile == stored {
+                return (.stale, nil)
+            }
             plan.set(key, Item(key: key, attributes: update.profile.attributes))
             return (.applied, OutboxReference(kind: .profile, owner: update.user, id: ""))
         case .resource(let update):
-            let stored = preview(of: update.resource, in: plan)
-            if let stored, update.preview.updatedAt < stored.updatedAt || update.preview == stored { return (.stale, nil) }
             let key = Self.resourceKey(update.resource)
+            if let stored = preview(at: key, in: plan), update.preview.updatedAt < stored.updatedAt || update.preview == stored {
+                return (.stale, nil)
+            }
             var attributes = update.preview.attributes
             if update.preview.deleted, let retention {
                 // A deletion is remembered as long as a notification about
@@ -85,7 +87,7 @@ extension NotificationRepository {
     func planActor(of event: NotificationEvent, in plan: inout BatchPlan) -> (NotificationEvent, OutboxReference?) {
         guard enrichment else { return (event, nil) }
         let key = Self.profileKey(event.triggerUser)
-        let stored = plan.current(key).flatMap { ActorProfile(attributes: $0.attributes) }
+        let stored = profile(at: key, in: plan)
         var current = stored
         var reference: OutboxReference?
         if let next = stored.map({ $0.updated(by: event) }) ?? ActorProfile(event: event) {
@@ -109,7 +111,7 @@ extension NotificationRepository {
         guard enrichment else { return false }
         let key = Self.resourceKey(event.resource)
         plan.check(key)
-        return plan.current(key).flatMap { ResourcePreview(attributes: $0.attributes) }?.deleted == true
+        return preview(at: key, in: plan)?.deleted == true
     }
 
     /// Notes that `owner` has a notification about the event's resource,

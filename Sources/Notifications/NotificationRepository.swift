@@ -749,7 +749,7 @@ public struct NotificationRepository: Sendable {
         var result = BatchResult(outcomes: outcomes, outbox: outbox)
         result.updates = updateOutcomes
         for case .resource(let update) in updates {
-            if let preview = preview(of: update.resource, in: plan), preview.deleted,
+            if let preview = preview(at: Self.resourceKey(update.resource), in: plan), preview.deleted,
                !result.deletedResources.contains(where: { $0.0 == update.resource }) {
                 result.deletedResources.append((update.resource, at: preview.updatedAt))
             }
